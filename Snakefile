@@ -1,0 +1,24 @@
+# Human action recognition in video: from a folder of clips (UCF101's layout,
+# or the built-in synthetic demo) to HDF5 shards and an honest split.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),

@@ -1,0 +1,114 @@
+# Videos -> manifest -> HDF5 shards (one job per shard) -> split.
+
+
+rule render_demo:
+    output:
+        directory(DEMO_ROOT),
+    log:
+        "logs/render_demo/render_demo.log",
+    benchmark:
+        "benchmarks/render_demo/render_demo.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 4
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        demo=config["demo"],
+        seed=config["seed"],
+    script:
+        "../scripts/render_demo.py"
+
+
+checkpoint manifest:
+    input:
+        demo_videos,
+    output:
+        "results/data/manifest.tsv",
+    log:
+        "logs/manifest/manifest.log",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        root=data_root(),
+        class_index=class_index(),
+        extensions=config["data"]["extensions"],
+    script:
+        "../scripts/build_manifest.py"
+
+
+rule extract_shard:
+    input:
+        manifest="results/data/manifest.tsv",
+    output:
+        shard=f"{SHARD_DIR}/shard-{{shard}}.h5",
+        report=f"{SHARD_DIR}/shard-{{shard}}.tsv",
+    log:
+        "logs/extract_shard/shard-{shard}.log",
+    benchmark:
+        "benchmarks/extract_shard/shard-{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d{4}",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=config["extract"]["buffer_mb"] + 1000,
+        runtime=60,
+    params:
+        frames=config["extract"]["frames"],
+        size=config["extract"]["size"],
+        clips_per_shard=config["extract"]["clips_per_shard"],
+        resize=config["extract"]["resize"],
+        compression=config["extract"]["compression"],
+        on_bad_video=config["extract"]["on_bad_video"],
+        ffmpeg=config["extract"]["ffmpeg"],
+        buffer_mb=config["extract"]["buffer_mb"],
+    script:
+        "../scripts/extract_shard.py"
+
+
+rule extract_report:
+    input:
+        shards=shard_files,
+        reports=shard_reports,
+    output:
+        "results/data/extract_report.tsv",
+    log:
+        "logs/extract_report/extract_report.log",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        max_bad_fraction=config["extract"]["max_bad_fraction"],
+    script:
+        "../scripts/gather_extract_report.py"
+
+
+rule split:
+    input:
+        "results/data/extract_report.tsv",
+    output:
+        split="results/data/split.tsv",
+        leakage="results/data/leakage.json",
+    log:
+        "logs/split/split.log",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        method=config["split"]["method"],
+        fractions=config["split"]["fractions"],
+        seed=config["seed"],
+        splits_dir=config["data"]["splits_dir"],
+        official_split=config["split"]["official_split"],
+    script:
+        "../scripts/make_split.py"

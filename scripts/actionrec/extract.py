@@ -1,0 +1,263 @@
+"""Frames from clips into HDF5 shards, one shard per job.
+
+A shard holds up to N clips, each as T frames of S x S RGB uint8:
+
+- ``frames``   uint8 [n, T, S, S, 3], chunked one clip per chunk
+- ``label``    int64 [n]
+- ``clip_id``  str [n]
+- ``path``, ``source_frames``, ``fps``, ``duration``, ``padded``: per clip
+
+and attributes naming T, S, the sampling and resize rules, the source paths,
+ffmpeg's version and the code version. A shard is written under a temporary
+name and renamed when complete, so a half-written shard is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .tables import read_tsv, write_tsv
+from .video import DEFAULT_BUFFER_BYTES, BadVideo, decode_clip, find_ffmpeg
+
+log = logging.getLogger(__name__)
+
+REPORT_COLUMNS = [
+    "clip_id",
+    "path",
+    "class",
+    "label",
+    "group",
+    "shard",
+    "index",
+    "status",
+    "reason",
+    "source_frames",
+    "fps",
+    "duration",
+    "padded",
+]
+SAMPLING_RULE = (
+    "uniform: frame floor((i + 0.5) * n / T) for i in 0..T-1 of the n decoded "
+    "frames; clips with n < T repeat frames (padded = true)"
+)
+COMPRESSION = {
+    "none": {},
+    "lzf": {"compression": "lzf"},
+    "gzip": {"compression": "gzip", "compression_opts": 1},
+}
+
+
+class ExtractError(RuntimeError):
+    """Extraction must stop; the message names the file and the fix."""
+
+
+def shard_count(n_clips: int, clips_per_shard: int) -> int:
+    return max(1, math.ceil(n_clips / clips_per_shard))
+
+
+def shard_rows(manifest: pd.DataFrame, shard: int, clips_per_shard: int) -> pd.DataFrame:
+    """The manifest rows that go into shard number ``shard`` (0-based)."""
+    return manifest.iloc[shard * clips_per_shard : (shard + 1) * clips_per_shard]
+
+
+def code_version() -> str:
+    """Package version and a digest of the decoding and sampling code."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("video.py", "extract.py"):
+        digest.update((here / name).read_bytes())
+    return f"actionrec {__version__} ({digest.hexdigest()[:12]})"
+
+
+def ffmpeg_version(exe: str) -> str:
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else "unknown"
+
+
+def _create_datasets(f: h5py.File, frames: int, size: int, compression: str) -> dict:
+    text = h5py.string_dtype()
+    opts = {"track_times": False}
+    ds = {
+        "frames": f.create_dataset(
+            "frames",
+            shape=(0, frames, size, size, 3),
+            maxshape=(None, frames, size, size, 3),
+            dtype="uint8",
+            chunks=(1, frames, size, size, 3),
+            **COMPRESSION[compression],
+            **opts,
+        )
+    }
+    for name, dtype in [
+        ("label", "int64"),
+        ("clip_id", text),
+        ("path", text),
+        ("source_frames", "int64"),
+        ("fps", "float64"),
+        ("duration", "float64"),
+        ("padded", "bool"),
+    ]:
+        ds[name] = f.create_dataset(
+            name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,), **opts
+        )
+    return ds
+
+
+def extract_shard(
+    rows: pd.DataFrame,
+    shard_path: str | os.PathLike,
+    report_path: str | os.PathLike,
+    frames: int,
+    size: int,
+    resize: str = "crop",
+    compression: str = "none",
+    on_bad_video: str = "skip",
+    ffmpeg_exe: str | None = None,
+    threads: int = 1,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+) -> pd.DataFrame:
+    """Decode every clip in ``rows`` (manifest rows) into one shard.
+
+    Memory holds one clip at a time. Bad clips are skipped and reported, or
+    stop the job when ``on_bad_video`` is ``fail``. Returns the shard's report.
+    """
+    if on_bad_video not in ("skip", "fail"):
+        raise ValueError(f"on_bad_video must be 'skip' or 'fail', not {on_bad_video!r}")
+    if compression not in COMPRESSION:
+        raise ValueError(f"compression must be one of {list(COMPRESSION)}, not {compression!r}")
+    exe = find_ffmpeg(ffmpeg_exe)
+    shard_path = Path(shard_path)
+    shard_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = shard_path.with_name(f".{shard_path.name}.part")
+    shard_name = shard_path.name
+    report = []
+    start = time.perf_counter()
+    decoded = 0
+    with h5py.File(tmp, "w") as f:
+        ds = _create_datasets(f, frames, size, compression)
+        n = 0
+        for i, row in enumerate(rows.to_dict("records"), 1):
+            path = row["path"]
+            entry = {k: row[k] for k in ("clip_id", "path", "class", "label", "group")}
+            entry["shard"] = shard_name
+            try:
+                clip = decode_clip(path, frames, size, resize, exe, threads, buffer_bytes)
+            except BadVideo as err:
+                if on_bad_video == "fail":
+                    raise ExtractError(
+                        f"{path}: {err}. Remove or replace the file, or set "
+                        "extract.on_bad_video: skip to leave bad clips out (they are "
+                        "listed in results/data/extract_report.tsv)"
+                    ) from err
+                log.warning("[%d/%d] skipped %s: %s", i, len(rows), path, err)
+                report.append(
+                    {
+                        **entry,
+                        "index": -1,
+                        "status": "skipped",
+                        "reason": str(err),
+                        "source_frames": 0,
+                        "fps": float("nan"),
+                        "duration": float("nan"),
+                        "padded": False,
+                    }
+                )
+                continue
+            for d in ds.values():
+                d.resize(n + 1, axis=0)
+            ds["frames"][n] = clip.frames
+            for name, value in [
+                ("label", row["label"]),
+                ("clip_id", row["clip_id"]),
+                ("path", path),
+                ("source_frames", clip.source_frames),
+                ("fps", clip.fps),
+                ("duration", clip.duration),
+                ("padded", clip.padded),
+            ]:
+                ds[name][n] = value
+            decoded += clip.source_frames
+            reason = f"padded: {clip.source_frames} frames < T={frames}" if clip.padded else ""
+            report.append(
+                {
+                    **entry,
+                    "index": n,
+                    "status": "ok",
+                    "reason": reason,
+                    "source_frames": clip.source_frames,
+                    "fps": clip.fps,
+                    "duration": clip.duration,
+                    "padded": clip.padded,
+                }
+            )
+            n += 1
+            log.info(
+                "[%d/%d] %s: %d frames, %.2f fps%s",
+                i,
+                len(rows),
+                row["clip_id"],
+                clip.source_frames,
+                clip.fps,
+                " (padded)" if clip.padded else "",
+            )
+        f.attrs.update(
+            {
+                "frames": frames,
+                "size": size,
+                "sampling": SAMPLING_RULE,
+                "resize": resize,
+                "channels": "RGB",
+                "source_paths": np.array(rows["path"].tolist(), dtype=h5py.string_dtype()),
+                "code_version": code_version(),
+                "ffmpeg": ffmpeg_version(exe),
+                "compression": compression,
+            }
+        )
+    os.replace(tmp, shard_path)
+    seconds = time.perf_counter() - start
+    log.info(
+        "%s: %d of %d clips ok, %d frames decoded in %.1f s (%.0f frames/s)",
+        shard_name,
+        n,
+        len(rows),
+        decoded,
+        seconds,
+        decoded / max(seconds, 1e-9),
+    )
+    df = pd.DataFrame(report, columns=REPORT_COLUMNS)
+    write_tsv(df, report_path)
+    return df
+
+
+def gather_reports(report_paths: list[str | os.PathLike], max_bad_fraction: float) -> pd.DataFrame:
+    """Join the per-shard reports; stop when too many clips are bad."""
+    df = pd.concat([read_tsv(p) for p in report_paths], ignore_index=True)
+    bad = df[df["status"] != "ok"]
+    share = len(bad) / max(len(df), 1)
+    if len(bad):
+        log.warning("%d of %d clips are bad (%.1f%%)", len(bad), len(df), 100 * share)
+    if share > max_bad_fraction:
+        kinds = Counter(r.split(":")[0] for r in bad["reason"])
+        examples = "\n".join(
+            f"  {p}: {r}" for p, r in zip(bad["path"][:10], bad["reason"][:10], strict=True)
+        )
+        raise ExtractError(
+            f"{len(bad)} of {len(df)} clips ({100 * share:.1f}%) could not be used, more "
+            f"than extract.max_bad_fraction = {max_bad_fraction}. Reasons: "
+            f"{dict(kinds)}. First ones:\n{examples}\nThe per-shard reports are "
+            f"results/data/shards/shard-*.tsv. Fix or remove these files, or raise "
+            "extract.max_bad_fraction."
+        )
+    return df

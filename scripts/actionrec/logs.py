@@ -1,0 +1,35 @@
+"""Logging for rule scripts: to the rule's log file and to stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def logged(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
+    """Send log records to ``path`` and stderr; an exception that escapes is
+    written to the log with its traceback, then raised again."""
+    console = logging.StreamHandler(sys.stderr)
+    # The console gets warnings; the log file gets progress as well.
+    console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
+    if path:
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=handlers, force=True)
+    logging.captureWarnings(True)
+    log = logging.getLogger("actionrec")
+    try:
+        yield log
+    except Exception:
+        log.exception("failed")
+        raise
+    finally:
+        for h in handlers:
+            h.flush()

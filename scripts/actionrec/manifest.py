@@ -1,0 +1,141 @@
+"""Scan a UCF-101-layout folder (``<root>/<Class>/<clip>.<ext>``) into a manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv")
+MANIFEST_COLUMNS = ["clip_id", "path", "class", "label", "group", "clip"]
+# v_<Class>_gNN_cNN: the group is one long source video, the clip a piece of it.
+_UCF_NAME = re.compile(r"_g(\d+)_c(\d+)$")
+
+
+class DatasetError(ValueError):
+    """The dataset folder or its split lists cannot be used as they are."""
+
+
+def read_class_index(path: str | os.PathLike) -> list[str]:
+    """Class names in label order from UCF101's ``classInd.txt`` ("1 Name" a line).
+
+    The official file has CRLF line endings; indices must run 1..n.
+    """
+    names: dict[int, str] = {}
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise DatasetError(f"{path}:{lineno}: expected '<index> <ClassName>', got {line!r}")
+        names[int(parts[0])] = parts[1]
+    if sorted(names) != list(range(1, len(names) + 1)):
+        raise DatasetError(f"{path}: class indices must run from 1 to {len(names)}")
+    return [names[i] for i in sorted(names)]
+
+
+def parse_clip_name(stem: str) -> tuple[str | None, str | None]:
+    """The ``gNN`` and ``cNN`` of a UCF101 clip name, or (None, None)."""
+    m = _UCF_NAME.search(stem)
+    if not m:
+        return None, None
+    return f"g{int(m.group(1)):02d}", f"c{int(m.group(2)):02d}"
+
+
+def scan_videos(
+    root: str | os.PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+) -> dict[str, list[Path]]:
+    """Video files under each class folder of ``root``, sorted by name.
+    Hidden files (such as half-written ``.name.part``) are ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"data folder {str(root)!r} does not exist or is not a folder; set data.root "
+            "to a folder laid out as <root>/<Class>/<clip>.avi (null for the demo)"
+        )
+    exts = {e.lower() for e in extensions}
+    found: dict[str, list[Path]] = {}
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if class_dir.name.startswith("."):
+            continue
+        files = sorted(
+            f
+            for f in class_dir.iterdir()
+            if f.suffix.lower() in exts and not f.name.startswith(".") and f.is_file()
+        )
+        found[class_dir.name] = files
+    return found
+
+
+def build_manifest(
+    root: str | os.PathLike,
+    class_index: str | os.PathLike | None = None,
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+) -> pd.DataFrame:
+    """One row per clip: clip_id, path, class, label, group, clip.
+
+    Labels follow ``class_index`` (UCF101's classInd.txt) when given, else the
+    sorted class folder names. ``group`` is ``<Class>_gNN``, unique across
+    classes (UCF101 numbers groups within each class); a file name without
+    ``gNN`` becomes a group of its own, with a warning.
+    """
+    found = scan_videos(root, tuple(extensions))
+    for cls, files in found.items():
+        if not files:
+            log.warning(
+                "class folder %s/%s holds no videos (%s)",
+                root,
+                cls,
+                ", ".join(extensions),
+            )
+    if class_index is not None:
+        classes = read_class_index(class_index)
+        extra = sorted(c for c, f in found.items() if f and c not in classes)
+        if extra:
+            raise DatasetError(
+                f"class folders {extra} under {root} are not in {class_index}; "
+                "rename the folders or add the classes to that file"
+            )
+        missing = [c for c in classes if not found.get(c)]
+        if missing:
+            log.warning(
+                "%d of the %d classes in %s have no videos under %s: %s",
+                len(missing),
+                len(classes),
+                class_index,
+                root,
+                ", ".join(missing[:10]),
+            )
+    else:
+        classes = sorted(c for c, f in found.items() if f)
+    if not any(found.get(c) for c in classes):
+        raise DatasetError(
+            f"no videos ({', '.join(extensions)}) found in the class folders of {root}"
+        )
+    rows = []
+    seen: dict[str, Path] = {}
+    ungrouped = 0
+    for label, cls in enumerate(classes):
+        for f in found.get(cls, []):
+            clip_id = f.stem
+            if clip_id in seen:
+                raise DatasetError(
+                    f"clip name {clip_id!r} appears twice: {seen[clip_id]} and {f}; "
+                    "clip names must be unique across classes"
+                )
+            seen[clip_id] = f
+            group, clip = parse_clip_name(clip_id)
+            if group is None:
+                ungrouped += 1
+                log.warning("%s has no _gNN_cNN in its name: it forms a group of its own", f)
+                group, clip = clip_id, ""
+            rows.append([clip_id, str(f), cls, label, f"{cls}_{group}", clip])
+    if ungrouped:
+        log.warning("%d clips without a group in their name", ungrouped)
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)

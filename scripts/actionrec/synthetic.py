@@ -1,0 +1,268 @@
+"""The built-in demo: a small synthetic action dataset rendered as real videos.
+
+Clips are written as ``<root>/<Class>/v_<Class>_gNN_cNN.avi`` (MPEG-4 Part 2 in
+AVI, like UCF101's XviD clips). Each class is a moving shape or texture. All
+clips of one group share a scene (background, colours, size, noise, position),
+the way UCF101's groups share a source video, so a split that lets a group
+cross from train to test rewards memorising scenes.
+
+Three pairs of classes differ only in temporal order: ``Grow``/``Shrink``
+(size), ``RotateClockwise``/``RotateAnticlockwise`` (orientation) and
+``Brighten``/``Darken`` (brightness). Every frame of one class of a pair could
+come from the other, so a model that averages per-frame scores cannot separate
+them, while a globally pooled per-frame feature still sees each frame's size,
+orientation or brightness for a head that models order to use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .video import write_video
+
+log = logging.getLogger(__name__)
+
+ORDER_PAIRS = (
+    ("Grow", "Shrink"),
+    ("RotateClockwise", "RotateAnticlockwise"),
+    ("Brighten", "Darken"),
+)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What every clip of one group shares."""
+
+    bg_a: np.ndarray  # RGB, float32
+    bg_b: np.ndarray
+    bg_angle: float
+    texture: float  # amplitude of the background's sinusoidal texture
+    texture_freq: float
+    colour: np.ndarray  # the moving object's RGB
+    scale: float
+    noise: float  # standard deviation of per-frame Gaussian noise
+    cx: float
+    cy: float
+
+
+def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
+    bg_a = rng.uniform(0, 255, 3).astype(np.float32)
+    bg_b = rng.uniform(0, 255, 3).astype(np.float32)
+    mid = (bg_a + bg_b) / 2
+    # An object colour far enough from the background to stay visible.
+    for _ in range(100):
+        colour = rng.uniform(0, 255, 3).astype(np.float32)
+        if np.linalg.norm(colour - mid) > 120:
+            break
+    unit = min(width, height) / 240
+    return Scene(
+        bg_a=bg_a,
+        bg_b=bg_b,
+        bg_angle=float(rng.uniform(0, 2 * np.pi)),
+        texture=float(rng.uniform(0, 30)),
+        texture_freq=float(rng.uniform(0.01, 0.05)),
+        colour=colour,
+        scale=float(rng.uniform(0.8, 1.2)) * unit,
+        noise=float(rng.uniform(0, 12)),
+        cx=width / 2 + float(rng.uniform(-0.1, 0.1)) * width,
+        cy=height / 2 + float(rng.uniform(-0.1, 0.1)) * height,
+    )
+
+
+@dataclass(frozen=True)
+class Canvas:
+    x: np.ndarray  # pixel x coordinates relative to the object's centre
+    y: np.ndarray
+    background: np.ndarray  # float32 [H, W, 3]
+
+
+def make_canvas(scene: Scene, width: int, height: int, dx: float, dy: float) -> Canvas:
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    proj = xx * np.cos(scene.bg_angle) + yy * np.sin(scene.bg_angle)
+    t = (proj - proj.min()) / max(float(np.ptp(proj)), 1.0)
+    bg = scene.bg_a * (1 - t[..., None]) + scene.bg_b * t[..., None]
+    bg += scene.texture * np.sin(scene.texture_freq * (xx + 0.7 * yy))[..., None]
+    return Canvas(xx - scene.cx - dx, yy - scene.cy - dy, bg)
+
+
+# Each renderer maps (canvas x, canvas y, progress 0..1, scene, clip rng
+# parameters) to an object mask in [0, 1] and a brightness factor.
+Mask = tuple[np.ndarray, float]
+
+
+def _disk(x, y, r):
+    return (x * x + y * y <= r * r).astype(np.float32)
+
+
+def _grow(x, y, p, s, k) -> Mask:
+    return _disk(x, y, s.scale * (12 + 50 * p)), 1.0
+
+
+def _rotating_bar(x, y, p, s, k, direction: float) -> Mask:
+    # Image y points down, so a growing angle turns clockwise on screen.
+    theta = k["phase"] + direction * np.pi * p
+    u = x * np.cos(theta) + y * np.sin(theta)
+    v = -x * np.sin(theta) + y * np.cos(theta)
+    half_len, half_w = 48 * s.scale, 8 * s.scale
+    return ((np.abs(u) <= half_len) & (np.abs(v) <= half_w)).astype(np.float32), 1.0
+
+
+def _square(x, y, p, s, k, brightness: float) -> Mask:
+    h = 32 * s.scale
+    return ((np.abs(x) <= h) & (np.abs(y) <= h)).astype(np.float32), brightness
+
+
+def _bounce(x, y, p, s, k) -> Mask:
+    height = 45 * s.scale * abs(np.sin(np.pi * (k["speed"] * p + k["phase"])))
+    d = np.sqrt(x * x + (y - 25 * s.scale + height) ** 2)
+    r = 22 * s.scale
+    return (np.abs(d - r) <= 5 * s.scale).astype(np.float32), 1.0
+
+
+def _swing(x, y, p, s, k) -> Mask:
+    x = x - 45 * s.scale * np.sin(2 * np.pi * (k["speed"] * p + k["phase"]))
+    h = 38 * s.scale
+    inside = (y <= h / 2) & (y >= -h) & (np.abs(x) <= (y + h) * 0.6)
+    return inside.astype(np.float32), 1.0
+
+
+def _stripes(x, y, p, s, k) -> Mask:
+    r = 50 * s.scale
+    wave = np.sin(2 * np.pi * (x / (14 * s.scale) - 2 * k["speed"] * p))
+    return ((x * x + y * y <= r * r) & (wave > 0)).astype(np.float32), 1.0
+
+
+def _checker(x, y, p, s, k) -> Mask:
+    h = 45 * s.scale
+    cell = 15 * s.scale
+    flip = int(k["speed"] * 4 * p + k["phase"] * 2) % 2
+    board = ((np.floor(x / cell) + np.floor(y / cell) + flip) % 2).astype(np.float32)
+    return board * ((np.abs(x) <= h) & (np.abs(y) <= h)), 1.0
+
+
+RENDERERS: dict[str, Callable[..., Mask]] = {
+    "Grow": _grow,
+    "Shrink": lambda x, y, p, s, k: _grow(x, y, 1 - p, s, k),
+    "RotateClockwise": lambda x, y, p, s, k: _rotating_bar(x, y, p, s, k, 1.0),
+    "RotateAnticlockwise": lambda x, y, p, s, k: _rotating_bar(x, y, p, s, k, -1.0),
+    "Brighten": lambda x, y, p, s, k: _square(x, y, p, s, k, 0.15 + 0.85 * p),
+    "Darken": lambda x, y, p, s, k: _square(x, y, p, s, k, 1.0 - 0.85 * p),
+    "Bounce": _bounce,
+    "Swing": _swing,
+    "Stripes": _stripes,
+    "Checker": _checker,
+}
+CLASSES = tuple(RENDERERS)
+
+
+def render_frames(
+    cls: str,
+    scene: Scene,
+    rng: np.random.Generator,
+    n_frames: int,
+    width: int,
+    height: int,
+) -> Iterator[np.ndarray]:
+    """The RGB uint8 frames of one clip of ``cls`` in ``scene``."""
+    jitter = 0.02 * min(width, height)
+    canvas = make_canvas(
+        scene, width, height, rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter)
+    )
+    k = {"phase": float(rng.uniform(0, 1)), "speed": float(rng.uniform(0.8, 1.6))}
+    draw = RENDERERS[cls]
+    for i in range(n_frames):
+        p = i / max(n_frames - 1, 1)
+        mask, brightness = draw(canvas.x, canvas.y, p, scene, k)
+        frame = canvas.background + mask[..., None] * (
+            scene.colour * brightness - canvas.background
+        )
+        if scene.noise > 0:
+            frame += rng.normal(0, scene.noise, frame.shape).astype(np.float32)
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    cls: str
+    group: int
+    clip: int
+    n_frames: int
+    path: Path
+
+
+def plan_dataset(
+    root: str | os.PathLike,
+    classes: list[str],
+    groups: int,
+    clips_per_group: int,
+    min_frames: int,
+    max_frames: int,
+    seed: int,
+) -> list[ClipSpec]:
+    """Every clip to render, with its length; deterministic from ``seed``."""
+    unknown = [c for c in classes if c not in RENDERERS]
+    if unknown:
+        raise ValueError(f"unknown demo classes {unknown}; choose from {list(CLASSES)}")
+    if not 1 <= min_frames <= max_frames:
+        raise ValueError("demo frame counts need 1 <= min_frames <= max_frames")
+    rng = np.random.default_rng(seed)
+    specs = []
+    for cls in classes:
+        for g in range(1, groups + 1):
+            for c in range(1, clips_per_group + 1):
+                n = int(rng.integers(min_frames, max_frames + 1))
+                name = f"v_{cls}_g{g:02d}_c{c:02d}.avi"
+                specs.append(ClipSpec(cls, g, c, n, Path(root) / cls / name))
+    return specs
+
+
+def _seed_for(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+def render_clip(spec: ClipSpec, width: int, height: int, fps: float, seed: int) -> Path:
+    """Render and encode one clip; the file appears only once complete."""
+    ci = CLASSES.index(spec.cls)
+    scene = make_scene(_seed_for(seed, ci, spec.group), width, height)
+    rng = _seed_for(seed, ci, spec.group, spec.clip)
+    spec.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spec.path.with_name(f".{spec.path.name}.part")
+    frames = render_frames(spec.cls, scene, rng, spec.n_frames, width, height)
+    write_video(tmp, frames, width, height, fps, container="avi")
+    os.replace(tmp, spec.path)
+    return spec.path
+
+
+def render_dataset(
+    root: str | os.PathLike,
+    classes: list[str] | None = None,
+    groups: int = 5,
+    clips_per_group: int = 4,
+    min_frames: int = 30,
+    max_frames: int = 75,
+    width: int = 320,
+    height: int = 240,
+    fps: float = 25.0,
+    seed: int = 0,
+    workers: int = 1,
+) -> list[Path]:
+    """Render the demo dataset under ``root``; returns the clip paths."""
+    classes = list(classes or CLASSES)
+    specs = plan_dataset(root, classes, groups, clips_per_group, min_frames, max_frames, seed)
+    log.info("rendering %d clips of %d classes into %s", len(specs), len(classes), root)
+    n = len(specs)
+    shared = (width, height, fps, seed)
+    paths = []
+    with ProcessPoolExecutor(max(workers, 1)) as pool:
+        for i, path in enumerate(pool.map(render_clip, specs, *[[a] * n for a in shared]), 1):
+            paths.append(path)
+            if i % 20 == 0 or i == n:
+                log.info("rendered %d/%d clips", i, n)
+    return paths
