@@ -1,0 +1,53 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = Path(os.environ.get("UCF101_SAMPLE", REPO.parent / "shared/data/ucf101-sample"))
+
+
+@pytest.fixture(scope="session")
+def sample() -> Path:
+    """The real UCF101 clips and split lists; absent on a user's fresh clone."""
+    if not (SAMPLE / "UCF-101").is_dir():
+        pytest.skip(f"real UCF101 sample not found at {SAMPLE} (set UCF101_SAMPLE)")
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_exe() -> str:
+    from actionrec.video import find_ffmpeg
+
+    return find_ffmpeg()
+
+
+def count_frames_with_ffmpeg(exe: str, path: Path) -> int:
+    """The frame count plain ffmpeg reports when decoding to the null muxer."""
+    out = subprocess.run(
+        [exe, "-nostdin", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    last = [line for line in out.stderr.replace("\r", "\n").splitlines() if "frame=" in line][-1]
+    return int(last.split("frame=")[1].split()[0])
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow's files (not results) to run in isolation."""
+    for name in ("Snakefile", "rules", "scripts", "config", "envs", "report"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("snakemake")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
