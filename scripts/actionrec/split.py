@@ -54,7 +54,7 @@ def deal_groups(
     Groups are taken in random order. While every split with a share > 0
     lacks a group and groups remain for the others, the next group goes to
     the first such split; after that, each goes to the split with the largest
-    shortfall against its target number of clips.
+    shortfall against its target number of clips (ties broken at random).
     """
     sizes = groups.value_counts(sort=False)
     order = sizes.index.to_numpy()[rng.permutation(len(sizes))]
@@ -67,7 +67,12 @@ def deal_groups(
         if empty and len(order) - i >= len(empty):
             side = empty[0]
         else:
-            side = max(fractions, key=lambda k: fractions[k] * total - have[k])
+            short = {k: fractions[k] * total - have[k] for k in fractions}
+            most = max(short.values())
+            tied = [k for k in fractions if short[k] > most - 1e-9]
+            # Ties (val and test are often equally short) are broken at random,
+            # so that neither side is favoured across classes.
+            side = tied[rng.integers(len(tied))]
         out[g] = side
         have[side] += sizes[g]
     return out

@@ -2,9 +2,11 @@
 
 Clips are written as ``<root>/<Class>/v_<Class>_gNN_cNN.avi`` (MPEG-4 Part 2 in
 AVI, like UCF101's XviD clips). Each class is a moving shape or texture. All
-clips of one group share a scene (background, colours, size, noise, position),
-the way UCF101's groups share a source video, so a split that lets a group
-cross from train to test rewards memorising scenes.
+clips of one group share a scene (background, object colour, size, noise,
+position), the way UCF101's groups share a source video, so a split that lets
+a group cross from train to test rewards memorising scenes. Backgrounds and
+colours come from pools shared by all classes, so only the shape and its
+motion name the class.
 
 Three pairs of classes differ only in temporal order: ``Grow``/``Shrink``
 (size), ``RotateClockwise``/``RotateAnticlockwise`` (orientation) and
@@ -52,22 +54,48 @@ class Scene:
     cy: float
 
 
-def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
-    bg_a = rng.uniform(0, 255, 3).astype(np.float32)
-    bg_b = rng.uniform(0, 255, 3).astype(np.float32)
+# Object colours, shared by all classes: colour tells nothing of the class.
+PALETTE = np.array(
+    [[250, 250, 250], [15, 15, 15], [250, 220, 0], [0, 200, 250], [230, 0, 200], [250, 120, 0]],
+    dtype=np.float32,
+)
+N_BACKGROUNDS = 8
+
+
+def background_pool(seed: int) -> list[tuple[np.ndarray, np.ndarray, float, float, float]]:
+    """Backgrounds shared by all classes: (colour a, colour b, gradient angle,
+    texture amplitude, texture frequency)."""
+    rng = np.random.default_rng([seed, 7919])
+    pool = []
+    for _ in range(N_BACKGROUNDS):
+        # Muted backgrounds: a grey level with a tint, a gentle gradient and texture.
+        base = rng.uniform(60, 190) + rng.uniform(-25, 25, 3)
+        pool.append((
+            (base - rng.uniform(0, 30, 3)).astype(np.float32),
+            (base + rng.uniform(0, 30, 3)).astype(np.float32),
+            float(rng.uniform(0, 2 * np.pi)),
+            float(rng.uniform(0, 12)),
+            float(rng.uniform(0.01, 0.05)),
+        ))  # fmt: skip
+    return pool
+
+
+def make_scene(rng: np.random.Generator, width: int, height: int, seed: int) -> Scene:
+    """A group's scene: a background from the shared pool and an object colour
+    from the shared palette (so neither names the class), with the group's own
+    size, noise and position (so clips of one group are near-duplicates)."""
+    bg_a, bg_b, angle, texture, freq = background_pool(seed)[rng.integers(N_BACKGROUNDS)]
     mid = (bg_a + bg_b) / 2
     # An object colour far enough from the background to stay visible.
-    for _ in range(100):
-        colour = rng.uniform(0, 255, 3).astype(np.float32)
-        if np.linalg.norm(colour - mid) > 120:
-            break
+    visible = [c for c in PALETTE if np.linalg.norm(c - mid) > 120] or list(PALETTE)
+    colour = visible[rng.integers(len(visible))]
     unit = min(width, height) / 240
     return Scene(
         bg_a=bg_a,
         bg_b=bg_b,
-        bg_angle=float(rng.uniform(0, 2 * np.pi)),
-        texture=float(rng.uniform(0, 30)),
-        texture_freq=float(rng.uniform(0.01, 0.05)),
+        bg_angle=angle,
+        texture=texture,
+        texture_freq=freq,
         colour=colour,
         scale=float(rng.uniform(0.8, 1.2)) * unit,
         noise=float(rng.uniform(0, 12)),
@@ -230,7 +258,7 @@ def _seed_for(seed: int, *keys: int) -> np.random.Generator:
 def render_clip(spec: ClipSpec, width: int, height: int, fps: float, seed: int) -> Path:
     """Render and encode one clip; the file appears only once complete."""
     ci = CLASSES.index(spec.cls)
-    scene = make_scene(_seed_for(seed, ci, spec.group), width, height)
+    scene = make_scene(_seed_for(seed, ci, spec.group), width, height, seed)
     rng = _seed_for(seed, ci, spec.group, spec.clip)
     spec.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = spec.path.with_name(f".{spec.path.name}.part")
