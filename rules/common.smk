@@ -68,9 +68,17 @@ def shard_reports(wildcards):
     return expand(f"{SHARD_DIR}/shard-{{shard}}.tsv", shard=shard_ids(wildcards))
 
 
+def train_options():
+    """The train section without the keys that only size the job."""
+    job_keys = ("gpus", "mem_mb", "runtime")
+    return {k: v for k, v in config["train"].items() if k not in job_keys}
+
+
 def final_targets():
     return [
         "results/data/extract_report.tsv",
         "results/data/split.tsv",
         "results/data/leakage.json",
+        "results/final/model.keras",
+        "results/final/history.tsv",
     ]

@@ -51,3 +51,32 @@ def copy_workflow(dest: Path) -> Path:
 def snakemake_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("snakemake")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """Shards and a group split of a tiny demo: 3 classes x 4 groups x 3 clips,
+    T=4, S=32, in 3 shards."""
+    from actionrec.extract import extract_shard, shard_rows
+    from actionrec.manifest import build_manifest
+    from actionrec.split import make_split
+    from actionrec.synthetic import render_dataset
+    from actionrec.tables import write_tsv
+
+    root = tmp_path_factory.mktemp("tiny")
+    render_dataset(
+        root / "videos", classes=["Grow", "Checker", "Stripes"], groups=4, clips_per_group=3,
+        min_frames=6, max_frames=12, width=96, height=72, seed=3, workers=2,
+    )  # fmt: skip
+    manifest = build_manifest(root / "videos")
+    reports = []
+    for k in range(3):
+        name = f"shard-{k:04d}"
+        rows = shard_rows(manifest, k, 12)
+        shard, report = root / f"shards/{name}.h5", root / f"shards/{name}.tsv"
+        reports.append(extract_shard(rows, shard, report, frames=4, size=32))
+    import pandas as pd
+
+    split, _ = make_split(pd.concat(reports, ignore_index=True), "group", seed=0)
+    write_tsv(split, root / "split.tsv")
+    return {"split": root / "split.tsv", "shards": root / "shards", "classes": 3}

@@ -36,7 +36,7 @@ def test_demo_to_split(tiny_run):
     shards = sorted((data / "shards").glob("shard-*.h5"))
     assert [s.name for s in shards] == [f"shard-{i:04d}.h5" for i in range(4)]
     with h5py.File(shards[0]) as f:
-        assert f["frames"].shape == (5, 4, 16, 16, 3)
+        assert f["frames"].shape == (5, 4, 32, 32, 3)
     report = read_tsv(data / "extract_report.tsv")
     assert (report["status"] == "ok").all() and len(report) == 18
     split = read_tsv(data / "split.tsv")
@@ -46,6 +46,15 @@ def test_demo_to_split(tiny_run):
     assert summary["method"] == "group" and summary["leakage"] == {"val": 0.0, "test": 0.0}
     for log in ("render_demo/render_demo.log", "extract_shard/shard-0003.log", "split/split.log"):
         assert (tiny_run / "logs" / log).stat().st_size > 0
+
+
+def test_training_is_part_of_the_run(tiny_run):
+    history = read_tsv(tiny_run / "results/final/history.tsv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert (tiny_run / "results/final/model.keras").exists()
+    log = (tiny_run / "logs/train/train.log").read_text()
+    assert "Epoch 2/2" in log and "saved results/final/model.keras" in log
+    assert not (tiny_run / "results/final/work").exists()
 
 
 def test_rerun_does_nothing(tiny_run):
@@ -69,7 +78,7 @@ def test_changing_the_split_reruns_nothing_upstream(tiny_run):
     assert out.returncode == 0
     # The demo is rendered from the seed too; with an existing folder only the
     # split follows the seed among the data rules.
-    assert "rule extract_shard" not in jobs and "rule split" in jobs
+    assert "rule extract_shard" not in jobs and "rule split" in jobs and "rule train" in jobs
 
 
 @pytest.mark.parametrize(

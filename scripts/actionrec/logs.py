@@ -21,7 +21,9 @@ def logged(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
     handlers: list[logging.Handler] = [console]
     if path:
         os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w"))
+        open(path, "w").close()
+        # Appending, so that other writers to the same log (Keras's progress) interleave.
+        handlers.append(logging.FileHandler(path, mode="a"))
     logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=handlers, force=True)
     logging.captureWarnings(True)
     log = logging.getLogger("actionrec")

@@ -1,0 +1,85 @@
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from actionrec.model import build_model, caffe_preprocessing
+
+T, S, C = 4, 32, 5
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return build_model(C, T, S, "efficientnetb0")
+
+
+def clips(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, T, S, S, 3), dtype=np.uint8)
+
+
+def test_uint8_clips_in_probabilities_out(model):
+    assert model.input.dtype == "uint8" and tuple(model.input.shape) == (None, T, S, S, 3)
+    p = model.predict(clips(3), verbose=0)
+    assert p.shape == (3, C)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_average_head_is_blind_to_temporal_order(model):
+    # Large classifier weights, so that frame logits differ visibly from frame to frame.
+    dense = model.get_layer("frame_logits")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([np.random.default_rng(5).normal(0, 1e4, kernel.shape), bias])
+    per_frame = keras.Model(model.input, dense.output)
+    x = clips(2, seed=1)
+    logits = per_frame.predict(x, verbose=0)
+    assert logits.std(axis=1).mean() > 1e-3
+    np.testing.assert_allclose(
+        per_frame.predict(x[:, ::-1], verbose=0), logits[:, ::-1], rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        model.predict(x[:, ::-1], verbose=0), model.predict(x, verbose=0), atol=1e-5
+    )
+    dense.set_weights([kernel, bias])
+
+
+def test_resnet_preprocessing_matches_keras():
+    frames = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = keras.applications.resnet50.preprocess_input(frames.copy())
+    np.testing.assert_allclose(np.asarray(caffe_preprocessing()(frames)), expected, atol=1e-4)
+
+
+def test_backbone_parameter_counts_match_keras_figures():
+    # Published sizes without top: EfficientNetB0 4.05 M, ResNet50 23.59 M.
+    head = 1280 * C + C
+    assert build_model(C, T, S, "efficientnetb0").count_params() - head == 4_049_571
+    resnet = build_model(C, T, S, "resnet50")
+    assert resnet.count_params() - (2048 * C + C) - 12 == 23_587_712  # 12: the frozen BGR layer
+
+
+def test_unknown_choices_are_refused():
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        build_model(C, T, S, "vgg")
+    with pytest.raises(ValueError, match="head must be one of"):
+        build_model(C, T, S, head="lstm")
+    with pytest.raises(FileNotFoundError, match="weights file"):
+        build_model(C, T, S, weights="/no/such/weights.h5")
+
+
+def test_saved_model_needs_nothing_but_keras(model, tmp_path):
+    x = clips(3, seed=4)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "p.npy", model.predict(x, verbose=0))
+    model.save(tmp_path / "model.keras")
+    code = (
+        "import sys, numpy as np, keras\n"
+        "assert not any(m.startswith('actionrec') for m in sys.modules)\n"
+        f"m = keras.models.load_model({str(tmp_path / 'model.keras')!r})\n"
+        f"p = m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)\n"
+        f"print(float(np.abs(p - np.load({str(tmp_path / 'p.npy')!r})).max()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-6
