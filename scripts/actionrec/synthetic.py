@@ -271,8 +271,8 @@ def render_clip(spec: ClipSpec, width: int, height: int, fps: float, seed: int) 
 def render_dataset(
     root: str | os.PathLike,
     classes: list[str] | None = None,
-    groups: int = 5,
-    clips_per_group: int = 4,
+    groups: int = 10,
+    clips_per_group: int = 3,
     min_frames: int = 30,
     max_frames: int = 75,
     width: int = 320,
