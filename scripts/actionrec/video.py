@@ -173,6 +173,20 @@ class _Decoded:
     log: str
 
 
+class _StderrDrain:
+    """Reads a process's stderr in a thread, so a full pipe never blocks it."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=lambda: self._chunks.append(proc.stderr.read()))
+        self._thread.start()
+
+    def text(self) -> str:
+        """Everything the process wrote to stderr (waits for it to close)."""
+        self._thread.join()
+        return b"".join(self._chunks).decode("utf-8", "replace")
+
+
 def _run_decoder(
     path: str | os.PathLike,
     size: int,
@@ -210,9 +224,7 @@ def _run_decoder(
         .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
     )
     proc = stream.run_async(cmd=exe, pipe_stdout=True, pipe_stderr=True)
-    err_chunks: list[bytes] = []
-    drain = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()))
-    drain.start()
+    stderr = _StderrDrain(proc)
     frame_bytes = size * size * 3
     order = np.unique(select) if select is not None else None
     kept: dict[int, np.ndarray] = {}
@@ -232,8 +244,7 @@ def _run_decoder(
     finally:
         proc.stdout.close()
         rc = proc.wait()
-        drain.join()
-    log = b"".join(err_chunks).decode("utf-8", "replace")
+    log = stderr.text()
     decoded = _decoded_count(log)
     if select is None and decoded is None:
         decoded = n
@@ -342,9 +353,7 @@ def write_video(
         .overwrite_output()
         .run_async(cmd=exe, pipe_stdin=True, pipe_stderr=True)
     )
-    err_chunks: list[bytes] = []
-    drain = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()))
-    drain.start()
+    stderr = _StderrDrain(proc)
     try:
         for frame in frames:
             if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
@@ -358,7 +367,6 @@ def write_video(
     finally:
         proc.stdin.close()
         rc = proc.wait()
-        drain.join()
     if rc != 0:
-        msg = b"".join(err_chunks).decode("utf-8", "replace").strip()
+        msg = stderr.text().strip()
         raise subprocess.CalledProcessError(rc, exe, stderr=msg)
