@@ -303,7 +303,7 @@ def train(
     if cfg.class_weights:
         class_weight = balanced_class_weights(labels_of(split_tsv, "train"), num_classes)
     log.info(
-        "training %s/%s on the train split, T=%d S=%d, %d classes, lr %g, batch %d, up to %d epochs",
+        "training %s/%s, T=%d S=%d, %d classes, lr %g, batch %d, up to %d epochs",
         cfg.backbone, cfg.head, frames, size, num_classes, cfg.lr, global_batch,
         cfg.max_epochs,
     )  # fmt: skip
