@@ -16,7 +16,10 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/search.smk"
 include: "rules/train.smk"
+include: "rules/compare.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

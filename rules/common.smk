@@ -3,6 +3,8 @@ import math
 from pathlib import Path
 
 DEMO_ROOT = "results/demo/UCF-101"
+# The backbones the schema allows (train.backbone, compare.backbones).
+BACKBONES = ["efficientnetb0", "resnet50", "mobilenetv3small", "efficientnetv2b0"]
 SHARD_DIR = "results/data/shards"
 
 
@@ -29,6 +31,21 @@ def check_config():
         raise ValueError(
             f"data.splits_dir: {splits_dir!r} has no classInd.txt; point it at "
             "UCF101's ucfTrainTestlist folder, or set it to null"
+        )
+    if config["train"]["lr"] == "auto" and not config["search"]["methods"]:
+        raise ValueError("train.lr auto takes the rate from the search: list search.methods")
+    if "grid" in config["search"]["methods"] and not config["search"]["grid"]:
+        raise ValueError("search.methods names grid but search.grid lists no learning rates")
+    if config["search"]["low"] >= config["search"]["high"]:
+        raise ValueError(
+            f"search.low ({config['search']['low']}) must be below search.high "
+            f"({config['search']['high']})"
+        )
+    bayes = config["search"]["bayes"]
+    if bayes["n_initial_points"] > bayes["n_calls"]:
+        raise ValueError(
+            f"search.bayes.n_initial_points ({bayes['n_initial_points']}) exceeds "
+            f"search.bayes.n_calls ({bayes['n_calls']})"
         )
     if config["split"]["method"] == "official" and splits_dir is None:
         raise ValueError("split.method official needs data.splits_dir (UCF101's ucfTrainTestlist)")
@@ -74,6 +91,32 @@ def train_options():
     return {k: v for k, v in config["train"].items() if k not in job_keys}
 
 
+def predict_folder(wildcards):
+    """The folder of new videos that results/predict/<name>.tsv classifies."""
+    folder = Path(config["predict"]["root"]) / wildcards.name
+    if not folder.is_dir():
+        raise ValueError(
+            f"results/predict/{wildcards.name}.tsv classifies the videos in {folder}/, "
+            "which does not exist; put the videos there or set predict.root"
+        )
+    return str(folder)
+
+
+def grid_points(wildcards):
+    """One file per grid point, named by the rate as %g prints it (0.0003, 1e-05)."""
+    return [f"results/search/grid/lr-{float(lr):g}.json" for lr in config["search"]["grid"]]
+
+
+def search_tables(wildcards):
+    """The tables of the searches in search.methods, in that order."""
+    return [f"results/search/{method}.tsv" for method in config["search"]["methods"]]
+
+
+def lr_choice(wildcards):
+    """best_lr.json when train.lr is auto: the search runs before training."""
+    return ["results/search/best_lr.json"] if config["train"]["lr"] == "auto" else []
+
+
 def final_targets():
     return [
         "results/data/extract_report.tsv",
@@ -81,4 +124,9 @@ def final_targets():
         "results/data/leakage.json",
         "results/final/model.keras",
         "results/final/history.tsv",
+        "results/final/metrics.json",
+        "results/final/figures/per_class_f1.png",
+        "results/final/model_card.md",
+        *(["results/search/best_lr.json"] if config["search"]["methods"] else []),
+        *(["results/compare/summary.md"] if config["compare"]["backbones"] else []),
     ]

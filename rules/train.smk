@@ -6,9 +6,11 @@ rule train:
         split="results/data/split.tsv",
         manifest="results/data/manifest.tsv",
         shards=shard_files,
+        lr=lr_choice,
     output:
         model="results/final/model.keras",
         history="results/final/history.tsv",
+        classes="results/final/classes.txt",
     log:
         "logs/train/train.log",
     benchmark:

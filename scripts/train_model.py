@@ -1,6 +1,8 @@
 """Train the final model (rule train)."""
 
 import contextlib
+import json
+import logging
 
 from actionrec.logs import logged
 from actionrec.tables import read_tsv
@@ -9,11 +11,23 @@ sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]), open(sm.log[0], "a", buffering=1) as progress:
     # Keras prints its per-epoch progress to stdout: into the log with the rest.
     with contextlib.redirect_stdout(progress):
+        from actionrec.evaluate import class_names, write_classes
         from actionrec.train import TrainConfig, train
 
-        num_classes = int(read_tsv(sm.input.manifest)["label"].max()) + 1
-        cfg = TrainConfig.from_config(sm.params.train, seed=sm.params.seed)
+        names = class_names(read_tsv(sm.input.manifest))
+        num_classes = len(names)
+        options = dict(sm.params.train)
+        if options["lr"] == "auto":
+            with open(sm.input.lr[0], encoding="utf-8") as f:
+                chosen = json.load(f)
+            options["lr"] = chosen["lr"]
+            logging.getLogger("train").info(
+                "lr auto: %g, chosen by the %s search (val loss %.4f)",
+                chosen["lr"], chosen["search"], chosen["val_loss"],
+            )  # fmt: skip
+        cfg = TrainConfig.from_config(options, seed=sm.params.seed)
         train(
             sm.input.split, sm.params.shard_dir, num_classes, sm.output.model,
             sm.output.history, sm.params.work_dir, cfg, sm.threads,
         )  # fmt: skip
+        write_classes(names, sm.output.classes)

@@ -53,6 +53,22 @@ def snakemake_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
 
 
+def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """snakemake on 2 cores in ``workdir``, bounded by ``timeout`` seconds."""
+    cmd = ["timeout", "-k", "10", str(timeout), *snakemake_cmd(), "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A copy of the workflow run to the end on tests/tiny.yaml (18 clips)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf"))
+    shutil.copy(Path(__file__).with_name("tiny.yaml"), workdir / "tiny.yaml")
+    out = snakemake(workdir, "--configfile", "tiny.yaml", timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """Shards and a group split of a tiny demo: 3 classes x 4 groups x 3 clips,

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from actionrec.model import build_model, caffe_preprocessing
+from actionrec.model import backbone_of, build_backbone, build_model, caffe_preprocessing
 
 T, S, C = 4, 32, 5
 
@@ -83,3 +83,30 @@ def test_saved_model_needs_nothing_but_keras(model, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-6
+
+
+def test_flops_per_frame_match_the_published_figures():
+    from actionrec.compare import flops_per_frame
+
+    # Published multiply-adds at 224 x 224: EfficientNetB0 0.39 G, ResNet50 3.9 G,
+    # MobileNetV3Small 0.056 G; FLOPs count 2 per multiply-add.
+    for name, macs in (
+        ("efficientnetb0", 0.39e9),
+        ("resnet50", 3.9e9),
+        ("mobilenetv3small", 0.056e9),
+    ):
+        got = flops_per_frame(build_backbone(name, 224, None)) / 2
+        assert got == pytest.approx(macs, rel=0.05), name
+
+
+def test_group_norm_replaces_every_batch_norm_and_saves(tmp_path):
+    model = build_model(C, T, S, "efficientnetb0", norm="group")
+    inner = list(backbone_of(model)._flatten_layers())
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in inner)
+    assert sum(isinstance(layer, keras.layers.GroupNormalization) for layer in inner) == 49
+    model.save(tmp_path / "gn.keras")
+    clip = np.random.default_rng(0).integers(0, 256, (2, T, S, S, 3), dtype=np.uint8)
+    again = keras.saving.load_model(tmp_path / "gn.keras")
+    np.testing.assert_array_equal(model.predict(clip, verbose=0), again.predict(clip, verbose=0))
+    with pytest.raises(ValueError, match="norm: group"):
+        build_model(C, T, S, "efficientnetb0", weights="imagenet", norm="group")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actionrec.video import BadVideo, decode_clip, sample_indices, write_video
+from actionrec.video import BadVideo, decode_clip, sample_indices, windows, write_video
 from conftest import count_frames_with_ffmpeg
 
 
@@ -67,6 +67,32 @@ def test_long_clip_is_sampled_within_a_bounded_buffer(tmp_path):
     assert clip.source_frames == 31
     assert all(abs(g - w) <= 2 for g, w in zip(got, want, strict=True)), (got, want)
     assert got == sorted(got)
+
+
+@pytest.mark.parametrize("container", ["avi", "mkv"])
+def test_a_clip_shorter_than_a_window_gives_the_extracted_frames(tmp_path, container):
+    path = tmp_path / f"ramp.{container}"
+    ramp_video(path, 23)
+    (only, covered), *rest = list(windows(path, 6, 16, window_seconds=10.0))
+    assert not rest and covered == 23
+    np.testing.assert_array_equal(only, decode_clip(path, 6, 16).frames)
+
+
+def test_long_video_streams_as_consecutive_windows(tmp_path):
+    path = tmp_path / "long.mkv"
+    ramp_video(path, 31, fps=10.0)
+    # Windows of 1 s at 10 fps: frames 0-9, 10-19, 20-29, then the last frame alone.
+    got = [([decoded_index(f) for f in clip], n) for clip, n in windows(path, 2, 16, 1.0)]
+    assert got == [([2, 7], 10), ([12, 17], 10), ([22, 27], 10), ([30, 30], 1)]
+
+
+def test_windows_of_a_bad_video_raise_with_a_reason(tmp_path):
+    path = tmp_path / "text.avi"
+    path.write_text("not a video\n" * 100)
+    with pytest.raises(BadVideo, match="Invalid data"):
+        list(windows(path, 4, 16, 10.0))
+    with pytest.raises(BadVideo, match="missing"):
+        list(windows(tmp_path / "absent.avi", 4, 16, 10.0))
 
 
 def test_colour_order_is_rgb(tmp_path):

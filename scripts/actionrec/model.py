@@ -9,6 +9,7 @@ nothing but Keras.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import keras
@@ -23,6 +24,10 @@ BACKBONES = {
     "efficientnetv2b0": ("EfficientNetV2B0", False),
 }
 HEADS = ("average",)
+NORMS = ("batch", "group")
+# Channels per group of GroupNormalization: every backbone here has channel
+# counts divisible by 8.
+NORM_GROUPS = 8
 # Caffe-style preprocessing of keras.applications.resnet50: RGB -> BGR, then
 # subtract the ImageNet mean of each BGR channel.
 _RESNET_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype="float32")
@@ -67,17 +72,61 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
     return count
 
 
+def with_group_norm(net: keras.Model) -> keras.Model:
+    """The same network with every BatchNormalization replaced by a
+    GroupNormalization of ``NORM_GROUPS`` groups (a stock layer).
+
+    Batch norm normalises by the statistics of the batch: with a few clips of
+    near-identical frames per batch, from scratch, those are noisy and the
+    moving averages used at inference do not match them, so val loss swings
+    wildly. Group norm normalises each frame on its own, the same way in
+    training and inference.
+    """
+    config = net.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "BatchNormalization":
+            channels = net.get_layer(layer["config"]["name"]).input.shape[-1]
+            layer["class_name"] = "GroupNormalization"
+            layer["module"] = "keras.layers"
+            layer["config"] = {
+                "name": layer["config"]["name"],
+                "groups": math.gcd(int(channels), NORM_GROUPS),
+                "axis": -1,
+                "epsilon": layer["config"].get("epsilon", 1e-3),
+                "dtype": layer["config"].get("dtype"),
+            }
+            # GroupNormalization.call takes neither a mask nor a training flag.
+            for node in layer.get("inbound_nodes", []):
+                for key in ("mask", "training"):
+                    node.get("kwargs", {}).pop(key, None)
+    return keras.Model.from_config(config)
+
+
 def build_backbone(
-    name: str, size: int, weights: str | None, bn_momentum: float | None = None
+    name: str,
+    size: int,
+    weights: str | None,
+    bn_momentum: float | None = None,
+    norm: str = "batch",
 ) -> keras.Model:
     """A backbone named ``backbone``: 0-255 float frames in, globally average
     pooled features out, no top."""
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, not {name!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
+    weights = resolve_weights(weights)
+    if norm == "group" and weights is not None:
+        raise ValueError(
+            "norm: group replaces the backbone's batch norm and trains it from scratch; "
+            f"set train.weights to none, or train.norm to batch to use {weights!r}"
+        )
     constructor, explicit = BACKBONES[name]
-    kwargs = {"include_top": False, "weights": resolve_weights(weights), "pooling": "avg"}
+    kwargs = {"include_top": False, "weights": weights, "pooling": "avg"}
     net = getattr(keras.applications, constructor)(input_shape=(size, size, 3), **kwargs)
-    if bn_momentum is not None:
+    if norm == "group":
+        net = with_group_norm(net)
+    elif bn_momentum is not None:
         set_bn_momentum(net, bn_momentum)
     frame = keras.Input((size, size, 3), name="frame")
     x = caffe_preprocessing()(frame) if explicit else frame
@@ -93,6 +142,7 @@ def build_model(
     weights: str | None = None,
     dropout: float = 0.0,
     bn_momentum: float | None = None,
+    norm: str = "batch",
 ) -> keras.Model:
     """Clip classifier with input uint8 ``[batch, frames, size, size, 3]``.
 
@@ -113,7 +163,7 @@ def build_model(
     clip = keras.Input((frames, size, size, 3), dtype="uint8", name="frames")
     x = layers.Rescaling(1.0, name="to_float")(clip)  # uint8 -> float, values unchanged
     x = ops.reshape(x, (-1, size, size, 3))  # [B*T, S, S, 3]
-    net = build_backbone(backbone, size, weights, bn_momentum)
+    net = build_backbone(backbone, size, weights, bn_momentum, norm)
     x = net(x)
     x = ops.reshape(x, (-1, frames, x.shape[-1]))  # [B, T, F]
     if dropout > 0:

@@ -46,6 +46,7 @@ class TrainConfig:
     weights: str | None = None
     dropout: float = 0.0
     bn_momentum: float | None = None
+    norm: str = "batch"
     warmup_epochs: int = 0
     lr: float = 0.0015
     batch_size: int = 2
@@ -243,14 +244,15 @@ def train(
     split_tsv: str | os.PathLike,
     shard_dir: str | os.PathLike,
     num_classes: int,
-    model_path: str | os.PathLike,
+    model_path: str | os.PathLike | None,
     history_path: str | os.PathLike,
     work_dir: str | os.PathLike,
     cfg: TrainConfig,
     threads: int | None = None,
 ) -> pd.DataFrame:
     """Train, resuming from ``work_dir`` if an earlier run was interrupted;
-    save the best model (by val loss) and the per-epoch history."""
+    save the best model (by val loss; not when ``model_path`` is None) and
+    the per-epoch history."""
     work_dir = Path(work_dir)
     prepare_work_dir(work_dir, cfg, split_tsv, num_classes)
     strategy, xla = configure_devices(cfg, threads)
@@ -266,7 +268,7 @@ def train(
     with strategy.scope():
         model = build_model(
             num_classes, int(frames), int(size), cfg.backbone, cfg.head, cfg.weights,
-            cfg.dropout, cfg.bn_momentum,
+            cfg.dropout, cfg.bn_momentum, cfg.norm,
         )  # fmt: skip
         optimizer = keras.optimizers.Adam(cfg.lr)
         # Build the optimizer for every variable, so that unfreezing after a
@@ -316,9 +318,10 @@ def train(
         raise FloatingPointError(
             "training stopped: the loss became NaN or infinite; lower train.lr"
         )
-    model.save(model_path)
     write_tsv(history, history_path)
-    log.info("saved %s (best epoch %d)", model_path, stopper.best_epoch + 1)
+    if model_path is not None:
+        model.save(model_path)
+        log.info("saved %s (best epoch %d)", model_path, stopper.best_epoch + 1)
     # Finished: a later run of the same training starts afresh.
     shutil.rmtree(work_dir)
     return history

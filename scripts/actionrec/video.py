@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,25 +187,18 @@ class _StderrDrain:
         return b"".join(self._chunks).decode("utf-8", "replace")
 
 
-def _run_decoder(
+def _start_decoder(
     path: str | os.PathLike,
     size: int,
     resize: str,
     exe: str,
     threads: int,
-    select: np.ndarray | None,
-    cap: int,
-) -> _Decoded:
-    """One ffmpeg pass over the clip.
-
-    With ``select`` (source frame indices), only those frames are scaled,
-    converted and sent through the pipe. Without, every frame is, into a
-    buffer of at most ``cap`` frames that thins itself out to every 2nd,
-    4th, ... frame when full.
-    """
+    picks: str | None = None,
+) -> subprocess.Popen:
+    """ffmpeg sending ``size`` x ``size`` RGB frames of the first video
+    stream to its stdout, only those ``picks`` selects when given."""
     vf = scale_filter(size, resize)
-    if select is not None:
-        picks = "+".join(f"eq(n,{k})" for k in np.unique(select))
+    if picks:
         vf = f"select='{picks}',{vf}"
     stream = (
         ffmpeg.input(str(path), threads=threads)
@@ -223,7 +216,39 @@ def _run_decoder(
         )
         .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
     )
-    proc = stream.run_async(cmd=exe, pipe_stdout=True, pipe_stderr=True)
+    return stream.run_async(cmd=exe, pipe_stdout=True, pipe_stderr=True)
+
+
+def _failure(log: str, rc: int) -> str:
+    """Why an ffmpeg run that delivered nothing or exited non-zero failed."""
+    errors = _error_lines(log)
+    if "matches no streams" in log or "does not contain any stream" in log:
+        return "no video stream"
+    if rc == 0:
+        return "no frames decoded"
+    return _clean(errors[-1]) if errors else f"ffmpeg exited with code {rc}"
+
+
+def _run_decoder(
+    path: str | os.PathLike,
+    size: int,
+    resize: str,
+    exe: str,
+    threads: int,
+    select: np.ndarray | None,
+    cap: int,
+) -> _Decoded:
+    """One ffmpeg pass over the clip.
+
+    With ``select`` (source frame indices), only those frames are scaled,
+    converted and sent through the pipe. Without, every frame is, into a
+    buffer of at most ``cap`` frames that thins itself out to every 2nd,
+    4th, ... frame when full.
+    """
+    picks = None
+    if select is not None:
+        picks = "+".join(f"eq(n,{k})" for k in np.unique(select))
+    proc = _start_decoder(path, size, resize, exe, threads, picks)
     stderr = _StderrDrain(proc)
     frame_bytes = size * size * 3
     order = np.unique(select) if select is not None else None
@@ -249,14 +274,7 @@ def _run_decoder(
     if select is None and decoded is None:
         decoded = n
     if rc != 0 or n == 0:
-        errors = _error_lines(log)
-        if "matches no streams" in log or "does not contain any stream" in log:
-            reason = "no video stream"
-        elif rc == 0:
-            reason = "no frames decoded"
-        else:
-            reason = errors[-1] if errors else f"ffmpeg exited with code {rc}"
-        raise BadVideo(_clean(reason))
+        raise BadVideo(_failure(log, rc))
     return _Decoded(kept, decoded, log)
 
 
@@ -318,6 +336,61 @@ def decode_clip(
     nearest = have[np.abs(have[None, :] - want[:, None]).argmin(axis=1)]
     out = np.stack([run.frames[int(k)] for k in nearest])
     return Clip(out, n, fps, duration, n < frames)
+
+
+def frame_rate(path: str | os.PathLike, ffmpeg_exe: str | None = None) -> float:
+    """The clip's frame rate from ffmpeg's header (NaN when it gives none)."""
+    exe = ffmpeg_exe or find_ffmpeg()
+    out = subprocess.run(
+        [exe, "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True, timeout=60
+    )
+    return _header_info(out.stderr.decode("utf-8", "replace"))[0]
+
+
+def windows(
+    path: str | os.PathLike,
+    frames: int,
+    size: int,
+    window_seconds: float,
+    resize: str = "crop",
+    ffmpeg_exe: str | None = None,
+    threads: int = 1,
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Stream a video of any length as consecutive windows of
+    ``window_seconds``, each sampled to ``frames`` frames like decode_clip
+    samples a whole clip. Yields (uint8 [T, S, S, 3], source frames in the
+    window). Only one window's frames are ever held in memory. A video no
+    longer than one window gives exactly the frames decode_clip gives.
+    Raises BadVideo as decode_clip does.
+    """
+    check_readable(path)
+    check_container(path)
+    exe = ffmpeg_exe or find_ffmpeg()
+    fps = frame_rate(path, exe)
+    span = max(frames, round(window_seconds * (fps if np.isfinite(fps) and fps > 0 else 25.0)))
+    proc = _start_decoder(path, size, resize, exe, threads)
+    stderr = _StderrDrain(proc)
+    frame_bytes = size * size * 3
+    buffer: list[np.ndarray] = []
+    n = 0
+    try:
+        while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
+            buffer.append(np.frombuffer(buf, np.uint8).reshape(size, size, 3))
+            n += 1
+            if len(buffer) == span:
+                yield np.stack([buffer[i] for i in sample_indices(span, frames)]), span
+                buffer = []
+    finally:
+        proc.stdout.close()
+        rc = proc.wait()
+    log = stderr.text()
+    if rc != 0 or n == 0:
+        raise BadVideo(_failure(log, rc))
+    errors = _error_lines(log)
+    if errors:
+        raise BadVideo(f"decode errors ({len(errors)}), first: {_clean(errors[0])}")
+    if buffer:
+        yield np.stack([buffer[i] for i in sample_indices(len(buffer), frames)]), len(buffer)
 
 
 def _clean(line: str) -> str:

@@ -1,0 +1,144 @@
+# Evaluation of the final model on the test split, its figures and model card,
+# and prediction on folders of new videos.
+
+
+rule evaluate:
+    input:
+        model="results/final/model.keras",
+        split="results/data/split.tsv",
+        manifest="results/data/manifest.tsv",
+        leakage="results/data/leakage.json",
+        shards=shard_files,
+    output:
+        predictions=report(
+            "results/final/predictions.tsv",
+            caption="../report/predictions.rst",
+            category="Final model",
+            subcategory="Tables",
+        ),
+        per_class=report(
+            "results/final/per_class.tsv",
+            caption="../report/per_class.rst",
+            category="Final model",
+            subcategory="Tables",
+        ),
+        metrics=report(
+            "results/final/metrics.json",
+            caption="../report/metrics.rst",
+            category="Final model",
+            subcategory="Tables",
+        ),
+    log:
+        "logs/evaluate/evaluate.log",
+    benchmark:
+        "benchmarks/evaluate/evaluate.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        shard_dir=SHARD_DIR,
+        top=config["evaluate"]["top"],
+        batch_size=config["evaluate"]["batch_size"],
+    script:
+        "../scripts/evaluate_model.py"
+
+
+rule figures:
+    input:
+        predictions="results/final/predictions.tsv",
+        per_class="results/final/per_class.tsv",
+        history="results/final/history.tsv",
+        manifest="results/data/manifest.tsv",
+    output:
+        f1=report(
+            "results/final/figures/per_class_f1.png",
+            caption="../report/per_class_f1.rst",
+            category="Final model",
+            subcategory="Figures",
+        ),
+        curves=report(
+            "results/final/figures/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Final model",
+            subcategory="Figures",
+        ),
+        confusion=report(
+            "results/final/figures/confusion_matrix.png",
+            caption="../report/confusion_matrix.rst",
+            category="Final model",
+            subcategory="Figures",
+        ),
+        pairs=report(
+            "results/final/figures/confused_pairs.png",
+            caption="../report/confused_pairs.rst",
+            category="Final model",
+            subcategory="Figures",
+        ),
+        pairs_table="results/final/confused_pairs.tsv",
+    log:
+        "logs/evaluate/figures.log",
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    script:
+        "../scripts/make_figures.py"
+
+
+rule model_card:
+    input:
+        metrics="results/final/metrics.json",
+        per_class="results/final/per_class.tsv",
+        history="results/final/history.tsv",
+        manifest="results/data/manifest.tsv",
+        leakage="results/data/leakage.json",
+        lr=lr_choice,
+    output:
+        report(
+            "results/final/model_card.md",
+            caption="../report/model_card.rst",
+            category="Final model",
+            subcategory="Tables",
+        ),
+    log:
+        "logs/evaluate/model_card.log",
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        config=config,
+    script:
+        "../scripts/write_model_card.py"
+
+
+rule predict:
+    input:
+        model="results/final/model.keras",
+        classes="results/final/classes.txt",
+        videos=predict_folder,
+    output:
+        "results/predict/{name}.tsv",
+    log:
+        "logs/predict/{name}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        top=config["predict"]["top"],
+        window_seconds=config["predict"]["window_seconds"],
+        resize=config["extract"]["resize"],
+        ffmpeg=config["extract"]["ffmpeg"],
+        extensions=config["data"]["extensions"],
+    script:
+        "../scripts/predict_videos.py"

@@ -1,0 +1,118 @@
+# Learning-rate search on the val split: Bayesian (one sequential job) and a
+# grid (one job per point), and the choice that `train.lr: auto` uses.
+
+
+rule search_bayes:
+    input:
+        split="results/data/split.tsv",
+        manifest="results/data/manifest.tsv",
+        shards=shard_files,
+    output:
+        table=report(
+            "results/search/bayes.tsv",
+            caption="../report/search_bayes.rst",
+            category="Learning-rate search",
+        ),
+        figure=report(
+            "results/search/figures/bayes_convergence.png",
+            caption="../report/search_bayes.rst",
+            category="Learning-rate search",
+        ),
+    log:
+        "logs/search/bayes.log",
+    benchmark:
+        "benchmarks/search/bayes.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 8
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime"],
+        gpu=config["train"]["gpus"],
+    params:
+        search=config["search"],
+        train=train_options(),
+        seed=config["seed"],
+        shard_dir=SHARD_DIR,
+        work_dir="results/search/work/bayes",
+    script:
+        "../scripts/search_bayes.py"
+
+
+rule search_grid_point:
+    input:
+        split="results/data/split.tsv",
+        manifest="results/data/manifest.tsv",
+        shards=shard_files,
+    output:
+        "results/search/grid/lr-{lr}.json",
+    log:
+        "logs/search/grid/lr-{lr}.log",
+    benchmark:
+        "benchmarks/search/grid/lr-{lr}.tsv"
+    wildcard_constraints:
+        lr=r"[0-9.]+(e-?[0-9]+)?",
+    conda:
+        "../envs/train.yaml"
+    threads: 8
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime"],
+        gpu=config["train"]["gpus"],
+    params:
+        search=config["search"],
+        train=train_options(),
+        seed=config["seed"],
+        shard_dir=SHARD_DIR,
+        work_dir="results/search/work/grid/lr-{lr}",
+    script:
+        "../scripts/search_grid_point.py"
+
+
+rule search_grid:
+    input:
+        grid_points,
+    output:
+        table=report(
+            "results/search/grid.tsv",
+            caption="../report/search_grid.rst",
+            category="Learning-rate search",
+        ),
+        figure=report(
+            "results/search/figures/grid.png",
+            caption="../report/search_grid.rst",
+            category="Learning-rate search",
+        ),
+    log:
+        "logs/search/grid.log",
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/gather_grid.py"
+
+
+rule best_lr:
+    input:
+        searches=search_tables,
+    output:
+        report(
+            "results/search/best_lr.json",
+            caption="../report/best_lr.rst",
+            category="Learning-rate search",
+        ),
+    log:
+        "logs/search/best_lr.log",
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        methods=config["search"]["methods"],
+    script:
+        "../scripts/choose_lr.py"

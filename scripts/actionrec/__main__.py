@@ -1,0 +1,84 @@
+"""Command line: ``python -m actionrec predict VIDEO... --model results/final/model.keras``.
+
+Run from the repository with ``PYTHONPATH=scripts`` (Snakemake rules find the
+package on their own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .video import RESIZE_MODES
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m actionrec", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "predict",
+        help="classify videos with a saved model",
+        description="Print the most probable classes of each video. Long videos are "
+        "classified in windows and the scores averaged. Exit status 1 when any video "
+        "could not be classified (the others still are).",
+    )
+    p.add_argument("videos", nargs="+", help="video files, or folders to search for videos")
+    p.add_argument("--model", default="results/final/model.keras", help="a saved .keras model")
+    p.add_argument(
+        "--classes",
+        help="class names, one per line in label order (default: classes.txt beside the model)",
+    )
+    p.add_argument("--top", type=int, default=5, help="classes to print per video (default 5)")
+    p.add_argument(
+        "--window-seconds", type=float, default=10.0,
+        help="length of the windows a long video is cut into (default 10)",
+    )  # fmt: skip
+    p.add_argument(
+        "--resize", choices=RESIZE_MODES, default="crop",
+        help="how frames become square; use the extraction's setting (default crop)",
+    )  # fmt: skip
+    p.add_argument("--ffmpeg", help="ffmpeg binary (default: PATH, else imageio-ffmpeg's)")
+    p.add_argument("--output", help="also write the results as a TSV file")
+    return parser
+
+
+def _print_row(row: dict) -> None:
+    if row["status"] != "ok":
+        print(f"error: {row['video']}: {row['error']}", file=sys.stderr, flush=True)
+        return
+    print(f"{row['video']}  ({row['windows']} window(s), {row['frames']} frames)")
+    for rank, item in enumerate(row["top"].split(";"), 1):
+        name, prob = item.rsplit("=", 1)
+        print(f"  {rank}. {name:<30s} {float(prob):.4f}")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.top < 1:
+        print("error: --top must be at least 1", file=sys.stderr)
+        return 2
+    from .evaluate import read_classes
+    from .predict import find_videos, predict_videos
+    from .tables import write_tsv
+
+    try:
+        classes = read_classes(args.classes) if args.classes else None
+        table = predict_videos(
+            args.model, find_videos(args.videos), classes, args.top, args.window_seconds,
+            args.resize, args.ffmpeg, on_result=_print_row,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.output:
+        write_tsv(table, args.output)
+    return 1 if (table["status"] != "ok").any() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

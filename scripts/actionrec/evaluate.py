@@ -1,0 +1,158 @@
+"""Evaluation on the test split: predictions, per-class scores, summary metrics.
+
+Everything here reads the saved model and the shards; nothing is chosen on
+the test split. The class names come from the manifest, in label order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+from .tables import read_tsv, write_tsv
+
+log = logging.getLogger(__name__)
+
+
+def class_names(manifest: pd.DataFrame) -> list[str]:
+    """Class names indexed by label."""
+    pairs = manifest[["label", "class"]].drop_duplicates().sort_values("label")
+    if pairs["label"].duplicated().any():
+        raise ValueError("the manifest gives one label two class names")
+    names = dict(zip(pairs["label"], pairs["class"], strict=True))
+    return [names.get(i, f"class_{i}") for i in range(int(pairs["label"].max()) + 1)]
+
+
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line in label order (results/final/classes.txt)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def write_classes(names: list[str], path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{n}\n" for n in names)
+
+
+def format_top(probs: np.ndarray, names: list[str], k: int) -> str:
+    """The ``k`` most probable classes as ``Class=0.812;Other=0.101``."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return ";".join(f"{names[i]}={probs[i]:.4f}" for i in order)
+
+
+def prediction_table(
+    clips: pd.DataFrame, probs: np.ndarray, names: list[str], top: int = 5
+) -> pd.DataFrame:
+    """One row per clip: true and predicted class, its probability, top-k."""
+    pred = probs.argmax(axis=1)
+    labels = clips["label"].to_numpy()
+    k = min(top, len(names))
+    topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return pd.DataFrame({
+        "clip_id": clips["clip_id"].to_numpy(),
+        "true": [names[i] for i in labels],
+        "predicted": [names[i] for i in pred],
+        "correct": pred == labels,
+        "probability": probs[np.arange(len(pred)), pred].round(6),
+        "true_probability": probs[np.arange(len(pred)), labels].round(6),
+        f"in_top{k}": (topk == labels[:, None]).any(axis=1),
+        f"top{k}": [format_top(p, names, k) for p in probs],
+    })  # fmt: skip
+
+
+def per_class_table(true: np.ndarray, pred: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """scikit-learn's precision, recall, F1 and support for every class."""
+    labels = np.arange(len(names))
+    p, r, f, s = precision_recall_fscore_support(true, pred, labels=labels, zero_division=0.0)
+    return pd.DataFrame({
+        "class": names, "label": labels, "precision": p.round(4), "recall": r.round(4),
+        "f1": f.round(4), "support": s,
+    })  # fmt: skip
+
+
+def confusion(predictions: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """Counts: rows are true classes, columns predicted, in ``names`` order."""
+    return confusion_matrix(predictions["true"], predictions["predicted"], labels=names)
+
+
+def confused_pairs(cm: np.ndarray, names: list[str], top: int = 15) -> pd.DataFrame:
+    """The most frequent mistakes: true class, predicted class, count and the
+    share of the true class's clips that went there."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    rows, cols = np.nonzero(off)
+    support = cm.sum(axis=1)
+    table = pd.DataFrame({
+        "true": [names[i] for i in rows], "predicted": [names[j] for j in cols],
+        "count": off[rows, cols], "share": (off[rows, cols] / support[rows]).round(4),
+    })  # fmt: skip
+    return table.sort_values(["count", "share", "true"], ascending=[False, False, True]).head(top)
+
+
+def summary_metrics(
+    predictions: pd.DataFrame, true: np.ndarray, pred: np.ndarray, split_info: dict
+) -> dict:
+    top_col = next(c for c in predictions if c.startswith("in_top"))
+    return {
+        "split_method": split_info.get("method"),
+        "seed": split_info.get("seed"),
+        "leakage_share": split_info.get("leakage", {}).get("test"),
+        "test_clips": int(len(true)),
+        "accuracy": round(float((true == pred).mean()), 4),
+        top_col.replace("in_", "") + "_accuracy": round(float(predictions[top_col].mean()), 4),
+        "macro_f1": round(float(f1_score(true, pred, average="macro", zero_division=0.0)), 4),
+        "weighted_f1": round(float(f1_score(true, pred, average="weighted", zero_division=0.0)), 4),
+    }
+
+
+def predict_split(
+    model, split_tsv: str | os.PathLike, shard_dir: str | os.PathLike, split: str,
+    num_classes: int, batch_size: int = 8,
+) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
+    """The clips of one split (split.tsv order) and the model's probabilities."""
+    from .pipeline import clip_table, make_dataset
+
+    clips = clip_table(split_tsv, split)
+    ds = make_dataset(split_tsv, shard_dir, split, num_classes, batch_size).map(lambda x, y: x)
+    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    return clips, probs
+
+
+def evaluate(
+    model_path: str | os.PathLike,
+    split_tsv: str | os.PathLike,
+    manifest_tsv: str | os.PathLike,
+    leakage_json: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_predictions: str | os.PathLike,
+    out_per_class: str | os.PathLike,
+    out_metrics: str | os.PathLike,
+    top: int = 5,
+    batch_size: int = 8,
+) -> dict:
+    """Classify the test split with the saved model and write the three tables."""
+    import keras
+
+    names = class_names(read_tsv(manifest_tsv))
+    model = keras.saving.load_model(model_path)
+    clips, probs = predict_split(model, split_tsv, shard_dir, "test", len(names), batch_size)
+    if len(clips) == 0:
+        raise ValueError(f"{split_tsv} has no test clips to evaluate")
+    log.info("classified %d test clips", len(clips))
+    predictions = prediction_table(clips, probs, names, top)
+    true = clips["label"].to_numpy()
+    pred = probs.argmax(axis=1)
+    with open(leakage_json, encoding="utf-8") as f:
+        split_info = json.load(f)
+    metrics = summary_metrics(predictions, true, pred, split_info)
+    write_tsv(predictions, out_predictions)
+    write_tsv(per_class_table(true, pred, names), out_per_class)
+    with open(out_metrics, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=1)
+    log.info("test accuracy %.4f, macro F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
+    return metrics

@@ -1,0 +1,187 @@
+"""Figures of the evaluation, legible from 3 to 101 classes. PNG, every axis
+labelled. Only matplotlib, pandas and numpy: no TensorFlow here."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+DPI = 120
+
+
+def _label_size(n: int) -> float:
+    """A tick label font size that keeps ``n`` labels apart."""
+    return float(np.clip(300 / max(n, 1), 5, 10))
+
+
+def _save(fig, path: str | os.PathLike, dpi: int = DPI) -> None:
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def per_class_f1(per_class: pd.DataFrame, path: str | os.PathLike, weakest: int = 5) -> None:
+    """Horizontal bars of F1, best at the top; the weakest classes in another
+    colour and named in the title."""
+    table = per_class.sort_values(["f1", "class"], ascending=[True, True]).reset_index(drop=True)
+    n = len(table)
+    k = min(weakest, n)
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.17 * n + 1.2)))
+    colours = ["#d62728" if i < k else "#1f77b4" for i in range(n)]
+    ax.barh(np.arange(n), table["f1"], color=colours, height=0.8)
+    ax.set_yticks(np.arange(n), table["class"], fontsize=_label_size(n))
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("F1 on the test split")
+    ax.set_ylabel("class (sorted by F1)")
+    macro = table["f1"].mean()
+    ax.axvline(macro, color="k", lw=1, ls="--", label=f"macro F1 {macro:.3f}")
+    ax.legend(loc="lower right", fontsize=8)
+    names = ", ".join(table["class"][:k])
+    ax.set_title(f"Per-class F1 ({n} classes); weakest: {names}", fontsize=9, wrap=True)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+
+
+def learning_curves(history: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Accuracy and loss per epoch for train, val and (when recorded) test;
+    the epoch kept (lowest val loss) marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = history["epoch"]
+    best = int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    for ax, metric, label in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "loss")):
+        for prefix, name, style in (("", "train", "-o"), ("val_", "val", "-s"),
+                                    ("test_", "test", "--^")):  # fmt: skip
+            column = prefix + metric
+            if column in history and history[column].notna().any():
+                ax.plot(epochs, history[column], style, ms=4, label=name)
+        ax.axvline(best, color="grey", lw=1, ls=":", label=f"kept: epoch {best}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label.capitalize()} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylim(0, 1.02)
+    _save(fig, path)
+
+
+def confusion_matrix(cm: np.ndarray, names: list[str], path: str | os.PathLike) -> None:
+    """Row-normalised confusion matrix: each row is a true class's clips."""
+    n = len(names)
+    support = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, support, out=np.zeros(cm.shape, dtype=float), where=support > 0)
+    side = float(np.clip(0.16 * n + 2.5, 5, 22))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    size = _label_size(n)
+    ax.set_xticks(np.arange(n), names, rotation=90, fontsize=size)
+    ax.set_yticks(np.arange(n), names, fontsize=size)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if n <= 20:
+        for i, j in zip(*np.nonzero(cm), strict=True):
+            ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
+    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("share of the true class's test clips")
+    ax.set_title("Confusion matrix (rows normalised)")
+    # Many classes: more pixels, so that the small labels stay sharp when zoomed.
+    _save(fig, path, dpi=DPI if n <= 40 else 160)
+
+
+def confused_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
+    """The most frequent mistakes as bars: share of the true class's clips."""
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(pairs) + 1.2)))
+    if pairs.empty:
+        ax.text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        rows = pairs.iloc[::-1]
+        labels = [f"{t} -> {p}" for t, p in zip(rows["true"], rows["predicted"], strict=True)]
+        ax.barh(np.arange(len(rows)), rows["share"], color="#ff7f0e")
+        ax.set_yticks(np.arange(len(rows)), labels, fontsize=8)
+        for i, (share, count) in enumerate(zip(rows["share"], rows["count"], strict=True)):
+            ax.text(share, i, f" {count}", va="center", fontsize=7)
+        ax.set_xlim(0, min(1.0, rows["share"].max() * 1.25 + 0.05))
+        ax.set_xlabel("share of the true class's test clips (count at the bar's end)")
+        ax.set_ylabel("true -> predicted")
+        ax.set_title("Most-confused class pairs")
+        ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+
+
+def bayes_convergence(trials: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Each Bayesian trial's val loss and learning rate, and the best so far."""
+    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    loss = trials["val_loss"].astype(float)
+    k = trials["trial"]
+    ax.plot(k, loss, "o", label="trial")
+    ax.plot(k, loss.cummin(), "-", color="k", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("lowest val loss within the budget")
+    ax.set_title("Bayesian search: convergence")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    sc = ax_lr.scatter(trials["lr"], loss, c=k, cmap="viridis")
+    ax_lr.set_xscale("log")
+    ax_lr.set_xlabel("learning rate (log)")
+    ax_lr.set_ylabel("val loss")
+    ax_lr.set_title("Proposals (colour: trial number)")
+    fig.colorbar(sc, ax=ax_lr).set_label("trial")
+    ax_lr.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def grid_curve(points: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Val loss (and val accuracy) against the learning rate, log axis."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(points["lr"], points["val_loss"], "-o", color="#1f77b4", label="val loss")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log)")
+    ax.set_ylabel("lowest val loss within the budget", color="#1f77b4")
+    acc = ax.twinx()
+    acc.plot(points["lr"], points["val_accuracy"], "--s", color="#ff7f0e", label="val accuracy")
+    acc.set_ylabel("val accuracy at that epoch", color="#ff7f0e")
+    acc.set_ylim(0, 1.02)
+    ax.set_title("Grid search over the learning rate")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def compare_curves(curves: dict[str, pd.DataFrame], path: str | os.PathLike) -> None:
+    """Val (solid) and test (dashed) accuracy per epoch for each model compared."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, history) in enumerate(curves.items()):
+        colour = f"C{i}"
+        ax.plot(history["epoch"], history["val_accuracy"], "-o", color=colour, label=f"{name} val")
+        if "test_accuracy" in history and history["test_accuracy"].notna().any():
+            ax.plot(history["epoch"], history["test_accuracy"], "--", color=colour,
+                    label=f"{name} test")  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Accuracy per epoch, same budget for every backbone")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def compare_time(summary: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Test accuracy against total training time, one point per model."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, row in enumerate(summary.itertuples(index=False)):
+        ax.scatter(row.train_seconds_total, row.test_accuracy, s=60, color=f"C{i}")
+        ax.annotate(f"{row.backbone}/{row.head}", (row.train_seconds_total, row.test_accuracy),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)  # fmt: skip
+    ax.set_xlabel("training time, seconds (all epochs)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0, summary["train_seconds_total"].max() * 1.3)
+    ax.set_title("Accuracy against training time")
+    ax.grid(alpha=0.3)
+    _save(fig, path)

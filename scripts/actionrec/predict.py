@@ -1,0 +1,142 @@
+"""Classify new videos with a saved model.
+
+A video is cut into consecutive windows of ``window_seconds``; each window is
+sampled to the model's T frames the way extraction samples a clip, and the
+window scores are averaged, weighted by the frames each window covers. A
+video no longer than one window is classified exactly like an extracted
+clip. Only one window is decoded into memory at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import format_top, read_classes
+from .video import BadVideo, find_ffmpeg, windows
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+COLUMNS = ["video", "status", "windows", "frames", "predicted", "probability", "top", "error"]
+
+
+def find_videos(
+    paths: Iterable[str | os.PathLike], extensions: Iterable[str] = VIDEO_EXTENSIONS
+) -> list[Path]:
+    """The given files, and the videos under the given folders (sorted).
+    Paths that do not exist are kept, so that they are reported."""
+    exts = {e.lower() for e in extensions}
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            inside = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+            if not inside:
+                log.warning("%s holds no videos (%s)", p, ", ".join(sorted(exts)))
+            found.extend(inside)
+        else:
+            found.append(p)
+    return found
+
+
+def model_geometry(model) -> tuple[int, int]:
+    """(T, S) from a model's input [batch, T, S, S, 3]."""
+    shape = model.input_shape
+    if len(shape) != 5 or shape[-1] != 3:
+        raise ValueError(f"expected a model with input [batch, T, S, S, 3], got {shape}")
+    return int(shape[1]), int(shape[2])
+
+
+def default_classes(model_path: str | os.PathLike, num_classes: int) -> list[str]:
+    """classes.txt beside the model, else numbered names."""
+    beside = Path(model_path).with_name("classes.txt")
+    if beside.exists():
+        names = read_classes(beside)
+        if len(names) == num_classes:
+            return names
+        log.warning("%s names %d classes, the model has %d", beside, len(names), num_classes)
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def classify_video(
+    model,
+    path: str | os.PathLike,
+    window_seconds: float = 10.0,
+    resize: str = "crop",
+    ffmpeg_exe: str | None = None,
+    batch_size: int = 4,
+) -> tuple[np.ndarray, int, int]:
+    """Class probabilities of one video: (probabilities, windows, frames)."""
+    frames, size = model_geometry(model)
+    scores, weights, batch, batch_w = [], [], [], []
+
+    def flush():
+        if batch:
+            scores.append(np.asarray(model.predict_on_batch(np.stack(batch)), np.float64))
+            weights.extend(batch_w)
+            batch.clear()
+            batch_w.clear()
+
+    for clip, covered in windows(path, frames, size, window_seconds, resize, ffmpeg_exe):
+        batch.append(clip)
+        batch_w.append(covered)
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    w = np.asarray(weights, np.float64)
+    probs = (np.concatenate(scores) * w[:, None]).sum(axis=0) / w.sum()
+    return probs, len(w), int(w.sum())
+
+
+def predict_videos(
+    model_path: str | os.PathLike,
+    videos: Iterable[str | os.PathLike],
+    classes: list[str] | None = None,
+    top: int = 5,
+    window_seconds: float = 10.0,
+    resize: str = "crop",
+    ffmpeg_exe: str | None = None,
+    on_result=None,
+) -> pd.DataFrame:
+    """Classify every video; one that fails gets status ``failed`` and the
+    reason, and the others are still classified. ``on_result`` is called
+    with each row as it is ready."""
+    import keras
+
+    if window_seconds <= 0:
+        raise ValueError(f"window_seconds must be positive, not {window_seconds}")
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(
+            f"no model at {model_path}: train one (snakemake results/final/model.keras) "
+            "or pass --model"
+        )
+    model = keras.saving.load_model(model_path)
+    num_classes = int(model.output_shape[-1])
+    names = classes or default_classes(model_path, num_classes)
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names given for a model of {num_classes} classes")
+    exe = find_ffmpeg(ffmpeg_exe)
+    rows = []
+    for video in videos:
+        row = dict.fromkeys(COLUMNS, "")
+        row["video"] = str(video)
+        try:
+            probs, n_windows, n_frames = classify_video(model, video, window_seconds, resize, exe)
+        except BadVideo as err:
+            row.update(status="failed", error=str(err))
+        else:
+            best = int(probs.argmax())
+            row.update(
+                status="ok", windows=n_windows, frames=n_frames, predicted=names[best],
+                probability=round(float(probs[best]), 6),
+                top=format_top(probs, names, min(top, num_classes)),
+            )  # fmt: skip
+        rows.append(row)
+        if on_result is not None:
+            on_result(row)
+    return pd.DataFrame(rows, columns=COLUMNS)

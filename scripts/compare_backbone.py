@@ -1,0 +1,25 @@
+"""Train and measure one backbone on the comparison's budget (rule compare_backbone)."""
+
+import contextlib
+import json
+
+from actionrec.logs import logged
+from actionrec.tables import read_tsv
+
+sm = snakemake  # noqa: F821 - provided by Snakemake
+with logged(sm.log[0]), open(sm.log[0], "a", buffering=1) as progress:
+    with contextlib.redirect_stdout(progress):
+        from actionrec.compare import compare_backbone
+
+        options = dict(sm.params.train)
+        if options["lr"] == "auto":
+            with open(sm.input.lr[0], encoding="utf-8") as f:
+                options["lr"] = json.load(f)["lr"]
+        with open(sm.input.leakage, encoding="utf-8") as f:
+            method = json.load(f)["method"]
+        num_classes = int(read_tsv(sm.input.manifest)["label"].max()) + 1
+        compare_backbone(
+            sm.wildcards.backbone, sm.input.split, sm.params.shard_dir, num_classes, options,
+            sm.params.seed, sm.params.compare["epochs"], sm.params.compare["train_fraction"],
+            sm.output.history, sm.output.metrics, sm.params.work_dir, sm.threads, method,
+        )  # fmt: skip

@@ -1,0 +1,25 @@
+"""Classify a folder of new videos with the final model (rule predict)."""
+
+import logging
+
+from actionrec.evaluate import read_classes
+from actionrec.logs import logged
+from actionrec.predict import find_videos, predict_videos
+from actionrec.tables import write_tsv
+
+sm = snakemake  # noqa: F821 - provided by Snakemake
+with logged(sm.log[0]):
+    log = logging.getLogger("predict")
+    videos = find_videos([sm.input.videos], sm.params.extensions)
+
+    def report(row):
+        if row["status"] == "ok":
+            log.info("%s: %s (%.3f)", row["video"], row["predicted"], row["probability"])
+        else:
+            log.warning("%s: not classified: %s", row["video"], row["error"])
+
+    table = predict_videos(
+        sm.input.model, videos, read_classes(sm.input.classes), sm.params.top,
+        sm.params.window_seconds, sm.params.resize, sm.params.ffmpeg, on_result=report,
+    )  # fmt: skip
+    write_tsv(table, sm.output[0])

@@ -1,0 +1,103 @@
+"""Evaluation outputs of the tiny run, the predict command and rule, and the report."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from actionrec.tables import read_tsv
+from conftest import REPO, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def predict_cli(workdir, *args, timeout=180):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
+    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "actionrec", "predict", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
+
+
+def test_evaluation_outputs(tiny_run):
+    final = tiny_run / "results/final"
+    predictions = read_tsv(final / "predictions.tsv")
+    split = read_tsv(tiny_run / "results/data/split.tsv")
+    assert sorted(predictions["clip_id"]) == sorted(split.loc[split["split"] == "test", "clip_id"])
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(predictions["correct"].mean(), abs=1e-4)
+    assert metrics["split_method"] == "group" and metrics["test_clips"] == len(predictions)
+    assert len(read_tsv(final / "per_class.tsv")) == 3
+    for name in ("per_class_f1", "learning_curves", "confusion_matrix", "confused_pairs"):
+        assert (final / f"figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
+    card = (final / "model_card.md").read_text()
+    assert f"| accuracy | {metrics['accuracy']:.4f} |" in card
+    assert (final / "classes.txt").read_text().split() == ["Checker", "Grow", "Shrink"]
+
+
+def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path):
+    predictions = read_tsv(tiny_run / "results/final/predictions.tsv")
+    manifest = read_tsv(tiny_run / "results/data/manifest.tsv").set_index("clip_id")
+    videos = [manifest.loc[c, "path"] for c in predictions["clip_id"]]
+    out = predict_cli(tiny_run, *videos, "--top", "3", "--output", str(tmp_path / "p.tsv"))
+    assert out.returncode == 0, out.stderr
+    table = read_tsv(tmp_path / "p.tsv")
+    assert table["predicted"].tolist() == predictions["predicted"].tolist()
+    np.testing.assert_allclose(table["probability"], predictions["probability"], atol=1e-4)
+    assert out.stdout.count("  1. ") == len(videos)
+
+
+def test_predict_on_a_real_clip_prints_k_classes(tiny_run, sample):
+    clip = sample / "UCF-101/Archery/v_Archery_g01_c01.avi"
+    out = predict_cli(tiny_run, str(clip), "--top", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(str(clip))
+    ranked = [line.split() for line in lines[1:]]
+    assert [r[0] for r in ranked] == ["1.", "2."]
+    probs = [float(r[-1]) for r in ranked]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+
+
+def test_bad_videos_are_named_and_the_others_still_classified(tiny_run, tmp_path):
+    good = read_tsv(tiny_run / "results/data/manifest.tsv")["path"][0]
+    broken = tmp_path / "broken.avi"
+    broken.write_text("not a video\n" * 100)
+    missing = tmp_path / "missing.avi"
+    out = predict_cli(tiny_run, str(broken), good, str(missing))
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2
+    assert errors[0].startswith(f"error: {broken}: ") and "Invalid data" in errors[0]
+    assert errors[1] == f"error: {missing}: missing: no such file"
+    assert out.stdout.startswith(good) and "  5. " not in out.stdout and "  3. " in out.stdout
+
+
+def test_predict_rule_classifies_a_folder_alone(tiny_run):
+    folder = tiny_run / "predict/new"
+    folder.mkdir(parents=True)
+    source = tiny_run / read_tsv(tiny_run / "results/data/manifest.tsv")["path"][0]
+    (folder / "clip one.avi").write_bytes(source.read_bytes())
+    (folder / "broken.avi").write_text("not a video\n" * 100)
+    out = snakemake(tiny_run, "results/predict/new.tsv", "--configfile", "tiny.yaml")
+    assert out.returncode == 0, out.stderr[-2000:]
+    ran = re.findall(r"^(\w+)\s+(\d+)$", out.stderr.split("Job stats:")[1], re.M)
+    assert dict(ran) == {"predict": "1", "total": "1"}
+    table = read_tsv(tiny_run / "results/predict/new.tsv").set_index("video")
+    assert table.loc["predict/new/clip one.avi", "status"] == "ok"
+    assert table.loc["predict/new/broken.avi", "status"] == "failed"
+
+
+def test_predict_rule_names_a_missing_folder(tiny_run):
+    out = snakemake(tiny_run, "results/predict/absent.tsv", "--configfile", "tiny.yaml", "-n")
+    assert out.returncode != 0 and "predict/absent/" in out.stdout + out.stderr
+
+
+def test_html_report(tiny_run):
+    out = snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", "results/report.html")
+    assert out.returncode == 0, out.stderr[-2000:]
+    html = (tiny_run / "results/report.html").read_text()
+    for name in ("per_class_f1.png", "confusion_matrix.png", "model_card.md", "predictions.tsv"):
+        assert name in html
