@@ -4,7 +4,8 @@ from pathlib import Path
 
 DEMO_ROOT = "results/demo/UCF-101"
 # The backbones the schema allows (train.backbone, compare.backbones).
-BACKBONES = ["efficientnetb0", "resnet50", "mobilenetv3small", "efficientnetv2b0"]
+BACKBONES = ["efficientnetb0", "resnet50", "mobilenetv3small", "efficientnetv2b0", "smallcnn"]
+HEADS = ["average", "temporal_conv", "gru", "attention", "conv3d"]
 SHARD_DIR = "results/data/shards"
 
 
@@ -115,6 +116,20 @@ def search_tables(wildcards):
 def lr_choice(wildcards):
     """best_lr.json when train.lr is auto: the search runs before training."""
     return ["results/search/best_lr.json"] if config["train"]["lr"] == "auto" else []
+
+
+def compared_models():
+    """One name per (backbone, head) compared: the backbone alone for the
+    original head (average), else <backbone>-<head>."""
+    heads = config["compare"]["heads"]
+    return [
+        b if h == "average" else f"{b}-{h}" for b in config["compare"]["backbones"] for h in heads
+    ]
+
+
+def compared_model_pattern():
+    heads = "|".join(h for h in HEADS if h != "average")
+    return f"({'|'.join(BACKBONES)})(-({heads}))?"
 
 
 def final_targets():

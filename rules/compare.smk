@@ -1,4 +1,4 @@
-# Backbones compared on the same budget (one job per backbone), and a summary.
+# Backbones (and heads) compared on the same budget, one job each, and a summary.
 
 
 rule compare_backbone:
@@ -9,14 +9,14 @@ rule compare_backbone:
         shards=shard_files,
         lr=lr_choice,
     output:
-        history="results/compare/{backbone}/history.tsv",
-        metrics="results/compare/{backbone}/metrics.json",
+        history="results/compare/{model}/history.tsv",
+        metrics="results/compare/{model}/metrics.json",
     log:
-        "logs/compare/{backbone}.log",
+        "logs/compare/{model}.log",
     benchmark:
-        "benchmarks/compare/{backbone}.tsv"
+        "benchmarks/compare/{model}.tsv"
     wildcard_constraints:
-        backbone="|".join(BACKBONES),
+        model=compared_model_pattern(),
     conda:
         "../envs/train.yaml"
     threads: 8
@@ -29,19 +29,15 @@ rule compare_backbone:
         train=train_options(),
         seed=config["seed"],
         shard_dir=SHARD_DIR,
-        work_dir="results/compare/work/{backbone}",
+        work_dir="results/compare/work/{model}",
     script:
         "../scripts/compare_backbone.py"
 
 
 rule compare_summary:
     input:
-        metrics=expand(
-            "results/compare/{backbone}/metrics.json", backbone=config["compare"]["backbones"]
-        ),
-        histories=expand(
-            "results/compare/{backbone}/history.tsv", backbone=config["compare"]["backbones"]
-        ),
+        metrics=expand("results/compare/{model}/metrics.json", model=compared_models()),
+        histories=expand("results/compare/{model}/history.tsv", model=compared_models()),
     output:
         table=report(
             "results/compare/summary.tsv",

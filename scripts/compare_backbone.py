@@ -18,8 +18,10 @@ with logged(sm.log[0]), open(sm.log[0], "a", buffering=1) as progress:
         with open(sm.input.leakage, encoding="utf-8") as f:
             method = json.load(f)["method"]
         num_classes = int(read_tsv(sm.input.manifest)["label"].max()) + 1
+        backbone, _, head = sm.wildcards.model.partition("-")
+        options["head"] = head or "average"
         compare_backbone(
-            sm.wildcards.backbone, sm.input.split, sm.params.shard_dir, num_classes, options,
+            backbone, sm.input.split, sm.params.shard_dir, num_classes, options,
             sm.params.seed, sm.params.compare["epochs"], sm.params.compare["train_fraction"],
             sm.output.history, sm.output.metrics, sm.params.work_dir, sm.threads, method,
         )  # fmt: skip

@@ -7,7 +7,8 @@ from actionrec.compare import claim_sentence, markdown
 
 def summary(eff_seconds, eff_acc, res_seconds, res_acc):
     common = {"head": "average", "split_method": "group", "hardware": "CPU: test, 2 threads",
-              "epochs": 3, "val_accuracy": 0.5, "test_macro_f1": 0.5, "lr": 0.001}  # fmt: skip
+              "epochs": 3, "classes": 10, "val_accuracy": 0.5, "test_macro_f1": 0.5,
+              "lr": 0.001}  # fmt: skip
     return pd.DataFrame([
         {"backbone": "efficientnetb0", "train_seconds_per_epoch": eff_seconds,
          "test_accuracy": eff_acc, "parameters": 4_000_000, **common},
@@ -24,6 +25,11 @@ def test_the_sentence_names_split_hardware_and_verdict():
     assert "slower" in slower and "does not support" in slower
     worse = claim_sentence(summary(10.0, 0.40, 40.0, 0.62))
     assert "does not support" in worse
+
+
+def test_a_budget_that_leaves_both_at_chance_tests_nothing():
+    sentence = claim_sentence(summary(10.0, 0.10, 40.0, 0.12))
+    assert "says nothing about accuracy" in sentence and "supports" not in sentence
 
 
 def test_without_both_backbones_the_sentence_says_so():

@@ -130,7 +130,9 @@ def test_lint_and_format_are_clean():
 def test_backbone_comparison_is_part_of_the_run(tiny_run):
     compare = tiny_run / "results/compare"
     summary = read_tsv(compare / "summary.tsv")
-    assert summary["backbone"].tolist() == ["efficientnetb0", "mobilenetv3small"]
+    assert summary["backbone"].tolist() == ["efficientnetb0"] * 2 + ["smallcnn"] * 2
+    assert summary["head"].tolist() == ["average", "gru"] * 2
+    assert (compare / "smallcnn-gru/metrics.json").exists()
     assert (summary["flops_per_frame"] > 0).all() and (summary["parameters"] > 0).all()
     assert summary["test_accuracy"].between(0, 1).all()
     metrics = json.loads((compare / "efficientnetb0/metrics.json").read_text())

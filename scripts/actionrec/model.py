@@ -22,8 +22,12 @@ BACKBONES = {
     "resnet50": ("ResNet50", True),
     "mobilenetv3small": ("MobileNetV3Small", False),
     "efficientnetv2b0": ("EfficientNetV2B0", False),
+    # Four conv blocks, ~0.1 M parameters: for tests and quick checks, not a result.
+    "smallcnn": (None, False),
 }
-HEADS = ("average",)
+HEADS = ("average", "temporal_conv", "gru", "attention", "conv3d")
+# Width of the order-aware heads.
+HEAD_UNITS = 128
 NORMS = ("batch", "group")
 # Channels per group of GroupNormalization: every backbone here has channel
 # counts divisible by 8.
@@ -102,15 +106,32 @@ def with_group_norm(net: keras.Model) -> keras.Model:
     return keras.Model.from_config(config)
 
 
+def small_cnn(size: int, pooling: str | None = "avg") -> keras.Model:
+    """Four 3x3 conv blocks (32-64-128-128 channels, group norm, ReLU, 2x2
+    max pooling): a small backbone for tests and quick checks."""
+    frame = keras.Input((size, size, 3))
+    x = layers.Rescaling(1.0 / 255)(frame)
+    for i, width in enumerate((32, 64, 128, 128)):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.GroupNormalization(groups=8, name=f"norm{i}")(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D(2, padding="same")(x)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(frame, x, name="smallcnn")
+
+
 def build_backbone(
     name: str,
     size: int,
     weights: str | None,
     bn_momentum: float | None = None,
     norm: str = "batch",
+    pooled: bool = True,
 ) -> keras.Model:
-    """A backbone named ``backbone``: 0-255 float frames in, globally average
-    pooled features out, no top."""
+    """A backbone named ``backbone``: 0-255 float frames in, features out
+    (globally average pooled, or the last feature map when not ``pooled``),
+    no top."""
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, not {name!r}")
     if norm not in NORMS:
@@ -122,9 +143,15 @@ def build_backbone(
             f"set train.weights to none, or train.norm to batch to use {weights!r}"
         )
     constructor, explicit = BACKBONES[name]
-    kwargs = {"include_top": False, "weights": weights, "pooling": "avg"}
-    net = getattr(keras.applications, constructor)(input_shape=(size, size, 3), **kwargs)
-    if norm == "group":
+    pooling = "avg" if pooled else None
+    if constructor is None:
+        if weights is not None:
+            raise ValueError(f"backbone {name} has no pretrained weights; set train.weights: none")
+        net = small_cnn(size, pooling)
+    else:
+        kwargs = {"include_top": False, "weights": weights, "pooling": pooling}
+        net = getattr(keras.applications, constructor)(input_shape=(size, size, 3), **kwargs)
+    if norm == "group" and constructor is not None:
         net = with_group_norm(net)
     elif bn_momentum is not None:
         set_bn_momentum(net, bn_momentum)
@@ -152,9 +179,20 @@ def build_model(
     on CPU traces about 4x and trains about 1.7x slower (and batch norm then
     sees B x T frames at once rather than B).
 
-    head ``average`` (the original architecture): Dense(num_classes) on each
-    frame's pooled features, averaged over time, then softmax. Averaging is
-    blind to temporal order by construction.
+    Heads (all from stock Keras layers and ops, so saved models load with
+    Keras alone):
+
+    - ``average`` (the original architecture): Dense(num_classes) on each
+      frame's pooled features, averaged over time, softmax. Blind to temporal
+      order by construction: a clip played backwards gets the same scores.
+    - ``temporal_conv``: two 1D convolutions (kernel 3) over time on the
+      frame features, averaged over time: sees local order and change.
+    - ``gru``: a GRU over the frame features, its last state classified.
+    - ``attention``: a transformer encoder block (4-head self-attention and a
+      feed-forward layer) over the frames with learned position embeddings,
+      averaged over time.
+    - ``conv3d``: 3D convolutions over the backbone's unpooled feature maps
+      across time (where and when), globally pooled.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, not {head!r}")
@@ -163,16 +201,66 @@ def build_model(
     clip = keras.Input((frames, size, size, 3), dtype="uint8", name="frames")
     x = layers.Rescaling(1.0, name="to_float")(clip)  # uint8 -> float, values unchanged
     x = ops.reshape(x, (-1, size, size, 3))  # [B*T, S, S, 3]
-    net = build_backbone(backbone, size, weights, bn_momentum, norm)
+    net = build_backbone(backbone, size, weights, bn_momentum, norm, pooled=head != "conv3d")
     x = net(x)
-    x = ops.reshape(x, (-1, frames, x.shape[-1]))  # [B, T, F]
+    if head == "conv3d":
+        x = ops.reshape(x, (-1, frames, *x.shape[1:]))  # [B, T, h, w, C]
+        x = _conv3d_head(x, dropout)
+    else:
+        x = ops.reshape(x, (-1, frames, x.shape[-1]))  # [B, T, F]
+        if dropout > 0:
+            x = layers.Dropout(dropout, name="dropout")(x)
+        x = _HEAD_BUILDERS[head](x, frames)
+    if head == "average":
+        logits = layers.Dense(num_classes, name="frame_logits")(x)
+        logits = layers.GlobalAveragePooling1D(name="average_over_time")(logits)
+    else:
+        logits = layers.Dense(num_classes, name="logits")(x)
+    # float32 output, also under mixed precision, for a stable softmax and loss.
+    out = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(clip, out, name=f"{backbone}_{head}")
+
+
+def _temporal_conv_head(x, frames: int):
+    for i in range(2):
+        x = layers.Conv1D(HEAD_UNITS, 3, padding="same", activation="relu", name=f"tconv{i}")(x)
+    return layers.GlobalAveragePooling1D(name="pool_over_time")(x)
+
+
+def _gru_head(x, frames: int):
+    return layers.GRU(HEAD_UNITS, name="gru")(x)
+
+
+def _attention_head(x, frames: int):
+    d = HEAD_UNITS
+    x = layers.Dense(d, name="project")(x)
+    # Learned position embeddings: a bias-free Dense on one-hot positions is an
+    # embedding table, and needs no custom layer to save.
+    positions = ops.zeros_like(x[..., :1]) + ops.eye(frames)  # [B, T, T]
+    x = x + layers.Dense(d, use_bias=False, name="position_embedding")(positions)
+    attended = layers.MultiHeadAttention(4, d // 4, name="self_attention")(x, x)
+    x = layers.LayerNormalization(name="attention_norm")(x + attended)
+    ff = layers.Dense(2 * d, activation="relu", name="feed_forward_in")(x)
+    ff = layers.Dense(d, name="feed_forward_out")(ff)
+    x = layers.LayerNormalization(name="feed_forward_norm")(x + ff)
+    return layers.GlobalAveragePooling1D(name="pool_over_time")(x)
+
+
+def _conv3d_head(x, dropout: float):
+    x = layers.Conv3D(HEAD_UNITS, 1, activation="relu", name="reduce_channels")(x)
+    x = layers.Conv3D(HEAD_UNITS, 3, padding="same", activation="relu", name="conv3d")(x)
+    x = layers.GlobalAveragePooling3D(name="pool_space_time")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)
-    x = layers.Dense(num_classes, name="frame_logits")(x)
-    x = layers.GlobalAveragePooling1D(name="average_over_time")(x)
-    # float32 output, also under mixed precision, for a stable softmax and loss.
-    out = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(clip, out, name=f"{backbone}_{head}")
+    return x
+
+
+_HEAD_BUILDERS = {
+    "average": lambda x, frames: x,
+    "temporal_conv": _temporal_conv_head,
+    "gru": _gru_head,
+    "attention": _attention_head,
+}
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
