@@ -112,3 +112,24 @@ rule split:
         official_split=config["split"]["official_split"],
     script:
         "../scripts/make_split.py"
+
+
+rule check_shards:
+    input:
+        manifest="results/data/manifest.tsv",
+        shards=shard_files,
+    output:
+        "results/data/shard_check.tsv",
+    log:
+        "logs/check_shards/check_shards.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        shard_dir=SHARD_DIR,
+        extract=config["extract"],
+    script:
+        "../scripts/check_shards.py"

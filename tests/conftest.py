@@ -95,4 +95,6 @@ def tiny_data(tmp_path_factory):
 
     split, _ = make_split(pd.concat(reports, ignore_index=True), "group", seed=0)
     write_tsv(split, root / "split.tsv")
-    return {"split": root / "split.tsv", "shards": root / "shards", "classes": 3}
+    write_tsv(manifest, root / "manifest.tsv")
+    return {"split": root / "split.tsv", "shards": root / "shards", "classes": 3,
+            "manifest": root / "manifest.tsv", "clips_per_shard": 12}  # fmt: skip

@@ -1,4 +1,5 @@
-"""Command line: ``python -m actionrec predict VIDEO... --model results/final/model.keras``.
+"""Command line: ``python -m actionrec predict VIDEO... --model results/final/model.keras``
+and ``python -m actionrec check-shards``.
 
 Run from the repository with ``PYTHONPATH=scripts`` (Snakemake rules find the
 package on their own).
@@ -41,6 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--ffmpeg", help="ffmpeg binary (default: PATH, else imageio-ffmpeg's)")
     p.add_argument("--output", help="also write the results as a TSV file")
+    c = sub.add_parser(
+        "check-shards",
+        help="verify the HDF5 shards against the manifest",
+        description="Check that every shard opens, has the configured shapes and dtypes, "
+        "lists the manifest's clips and reads back whole. Exit status 1 when any shard is "
+        "missing or corrupt.",
+    )
+    c.add_argument(
+        "--configfile", nargs="+", default=["config/config.yaml"],
+        help="the run's config files (for extract.frames, size and clips_per_shard)",
+    )  # fmt: skip
+    c.add_argument("--shards", default="results/data/shards", help="the shard folder")
+    c.add_argument("--manifest", default="results/data/manifest.tsv", help="the manifest")
+    c.add_argument(
+        "--remove-bad", action="store_true",
+        help="move corrupt shards aside (<shard>.corrupt) so that snakemake extracts them again",
+    )  # fmt: skip
     return parser
 
 
@@ -55,10 +73,34 @@ def _print_row(row: dict) -> None:
     sys.stdout.flush()
 
 
+def check_shards_command(args) -> int:
+    import yaml
+
+    from .shardcheck import check_shards
+    from .tables import read_tsv
+
+    extract: dict = {}
+    for path in args.configfile:
+        with open(path, encoding="utf-8") as f:
+            extract.update((yaml.safe_load(f) or {}).get("extract", {}))
+    table = check_shards(
+        args.shards, read_tsv(args.manifest), int(extract["clips_per_shard"]),
+        int(extract["frames"]), int(extract["size"]), args.remove_bad,
+    )  # fmt: skip
+    for row in table.itertuples(index=False):
+        line = f"{row.status:8s} {row.shard} ({row.clips} clips)"
+        print(line + (f": {row.problem}" if row.problem else ""))
+    bad = int((table["status"] != "ok").sum())
+    print(f"{len(table) - bad} of {len(table)} shards ok")
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command == "check-shards":
+        return check_shards_command(args)
     if args.top < 1:
         print("error: --top must be at least 1", file=sys.stderr)
         return 2

@@ -1,0 +1,98 @@
+"""The tiny workflow submitted to a real single-node SLURM cluster through
+profiles/slurm, checked against sacct and against a local run."""
+
+import shutil
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from actionrec.tables import read_tsv
+from conftest import copy_workflow, snakemake
+from slurm_cluster import LocalSlurm, Unavailable, sacct_jobs
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
+
+# The tiny config without the searches and the comparison: fewer, shorter jobs.
+SLURM_YAML = """search: {methods: []}
+compare: {backbones: []}
+train: {lr: 0.0015}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        with LocalSlurm() as running:
+            yield running
+    except Unavailable as why:
+        pytest.skip(f"no SLURM here: {why}")
+
+
+def prepared(folder: Path) -> Path:
+    workdir = copy_workflow(folder)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "profiles", workdir / "profiles")
+    shutil.copy(Path(__file__).with_name("tiny.yaml"), workdir / "tiny.yaml")
+    (workdir / "slurm.yaml").write_text(SLURM_YAML)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    workdir = prepared(tmp_path_factory.mktemp("local"))
+    out = snakemake(workdir, "--configfile", "tiny.yaml", "slurm.yaml", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    workdir = prepared(tmp_path_factory.mktemp("slurm"))
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    out = snakemake(
+        workdir, "--workflow-profile", "profiles/slurm", "--configfile", "tiny.yaml",
+        "slurm.yaml", "--slurm-init-seconds-before-status-checks", "1", timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir, out, since
+
+
+def test_every_rule_ran_as_a_completed_slurm_job(slurm_run):
+    workdir, out, since = slurm_run
+    jobs = sacct_jobs(since)
+    print("\n".join("|".join(j.values()) for j in jobs))  # the sacct lines, for the record
+    rules = {j["comment"].split("_wildcards")[0].removeprefix("rule_") for j in jobs}
+    wanted = {"render_demo", "manifest", "extract_shard", "extract_report", "split", "train",
+              "evaluate", "figures", "model_card"}  # fmt: skip
+    assert wanted <= rules, (wanted - rules, jobs)
+    assert all(j["state"] == "COMPLETED" and j["exit_code"] == "0:0" for j in jobs), jobs
+    shards = [j for j in jobs if j["comment"].startswith("rule_extract_shard")]
+    assert len(shards) == 4
+    # The training job asked for the profile's GPU.
+    assert (
+        "--gpus=1" in out.stdout + out.stderr
+        or "gpu" in (workdir / "profiles/slurm/config.yaml").read_text()
+    )
+    for log in ("logs/train/train.log", "logs/extract_shard/shard-0000.log",
+                "benchmarks/train/train.tsv"):  # fmt: skip
+        assert (workdir / log).stat().st_size > 0
+
+
+def test_slurm_results_equal_a_local_run(slurm_run, local_run):
+    workdir = slurm_run[0]
+    for table in ("data/manifest.tsv", "data/split.tsv", "data/extract_report.tsv"):
+        a = read_tsv(workdir / "results" / table)
+        b = read_tsv(local_run / "results" / table)
+        if "path" in a:
+            a, b = a.drop(columns="path"), b.drop(columns="path")
+        assert a.equals(b), table
+    for shard in sorted((local_run / "results/data/shards").glob("*.h5")):
+        with h5py.File(shard) as x, h5py.File(workdir / "results/data/shards" / shard.name) as y:
+            np.testing.assert_array_equal(x["frames"][:], y["frames"][:])
+    for table in ("final/history.tsv", "final/predictions.tsv"):
+        a, b = read_tsv(workdir / "results" / table), read_tsv(local_run / "results" / table)
+        a = a.drop(columns=[c for c in ("seconds",) if c in a])
+        b = b.drop(columns=[c for c in ("seconds",) if c in b])
+        assert a.equals(b), table
