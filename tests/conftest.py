@@ -39,7 +39,7 @@ def count_frames_with_ffmpeg(exe: str, path: Path) -> int:
 
 def copy_workflow(dest: Path) -> Path:
     """A copy of the workflow's files (not results) to run in isolation."""
-    for name in ("Snakefile", "rules", "scripts", "config", "envs", "report"):
+    for name in ("Snakefile", "rules", "scripts", "config", "envs", "report", "profiles"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

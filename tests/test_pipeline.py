@@ -2,7 +2,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from actionrec.pipeline import Augment, make_dataset
+from actionrec.pipeline import Augment, make_dataset, steps_per_epoch
 
 
 def collect(ds):
@@ -23,13 +23,26 @@ def test_batches_hold_the_shard_clips_in_split_order(tiny_data):
 
 
 def test_train_order_changes_every_epoch_and_follows_the_seed(tiny_data):
-    def orders(seed):
-        ds = make_dataset(tiny_data["split"], tiny_data["shards"], "train", 3, 4, True, seed=seed)
-        return [collect(ds)[0].reshape(-1)[::997].tolist() for _ in range(2)]
+    n = len(pd.read_csv(tiny_data["split"], sep="\t").query("split == 'train'"))
 
-    first, second = orders(1)
-    assert first != second
-    assert orders(1) == [first, second]
+    def epochs(seed, first, stop, aug=None):
+        ds = make_dataset(tiny_data["split"], tiny_data["shards"], "train", 3, 4, True,
+                          augment=aug, seed=seed, epochs=(first, stop))  # fmt: skip
+        x = collect(ds)[0]
+        assert len(x) == n * (stop - first)
+        return [x[k * n : (k + 1) * n] for k in range(stop - first)]
+
+    a = epochs(1, 0, 3)
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[1], a[2])
+    for x, y in zip(epochs(1, 0, 3), a, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(epochs(2, 0, 1)[0], a[0])
+    # A stream that starts at epoch 2 (training resumed there) gives epoch 2 as before,
+    # augmentation included.
+    np.testing.assert_array_equal(epochs(1, 2, 3)[0], a[2])
+    aug = Augment(crop=0.3, brightness=0.2)
+    np.testing.assert_array_equal(epochs(1, 2, 3, aug)[0], epochs(1, 0, 3, aug)[2])
+    assert steps_per_epoch(tiny_data["split"], "train", 4) == -(-n // 4)
 
 
 def test_augmentation_changes_train_clips_only_and_reproducibly(tiny_data):

@@ -33,7 +33,6 @@ def cluster():
 
 def prepared(folder: Path) -> Path:
     workdir = copy_workflow(folder)
-    shutil.copytree(Path(__file__).resolve().parents[1] / "profiles", workdir / "profiles")
     shutil.copy(Path(__file__).with_name("tiny.yaml"), workdir / "tiny.yaml")
     (workdir / "slurm.yaml").write_text(SLURM_YAML)
     return workdir

@@ -117,10 +117,19 @@ def make_dataset(
     seed: int = 0,
     fraction: float = 1.0,
     parallel_reads: int | None = None,
+    epochs: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (uint8 clips [B, T, S, S, 3], one-hot labels [B, C]).
 
     ``fraction`` < 1 keeps a seeded, class-stratified share of the split.
+
+    With ``epochs`` = (first, stop), the stream holds epochs first .. stop-1
+    back to back, each its own batches (``steps_per_epoch`` of them): the
+    order of epoch e is a permutation drawn from (seed, e) alone, and each
+    clip's augmentation from (seed, e, position). Epoch e is therefore the
+    same whether training started at epoch 0 or resumed at e after an
+    interruption. Without ``epochs``, the clips come once, in split order
+    (val, test).
     """
     table = clip_table(split_tsv, split)
     if fraction < 1:
@@ -132,32 +141,50 @@ def make_dataset(
     shards = sorted(table["shard"].unique())
     frames, size = shard_geometry(shard_dir, shards[0])
     reader = ShardReader(Path(shard_dir), shards)
-    shard_ids = table["shard"].map({s: i for i, s in enumerate(shards)}).to_numpy(np.int64)
+    shard_ids = tf.constant(table["shard"].map({s: i for i, s in enumerate(shards)}), tf.int64)
+    indices = tf.constant(table["index"].to_numpy(np.int64))
+    labels = tf.constant(table["label"].to_numpy(np.int64))
+    n = len(table)
+    workers = parallel_reads or tf.data.AUTOTUNE
+    augmenting = augment is not None and augment.active
 
     def read(shard, index):
         return reader.read(int(shard), int(index))
 
-    def load(shard, index, label):
-        clip = tf.numpy_function(read, [shard, index], tf.uint8, stateful=False)
-        clip = tf.ensure_shape(clip, [frames, size, size, 3])
-        return clip, tf.one_hot(label, num_classes)
-
-    ds = tf.data.Dataset.from_tensor_slices(
-        (shard_ids, table["index"].to_numpy(np.int64), table["label"].to_numpy(np.int64))
-    )
-    if shuffle:
-        ds = ds.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
-    workers = parallel_reads or tf.data.AUTOTUNE
-    ds = ds.map(load, num_parallel_calls=workers, deterministic=True)
-    if augment is not None and augment.active:
-        # A fresh seed pair per clip, and a fresh sequence every epoch.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda pair, s: (augment_clip(pair[0], augment, size, s), pair[1]),
-            num_parallel_calls=workers,
-            deterministic=True,
+    def load(position, epoch):
+        clip = tf.numpy_function(
+            read, [shard_ids[position], indices[position]], tf.uint8, stateful=False
         )
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        clip = tf.ensure_shape(clip, [frames, size, size, 3])
+        if augmenting:
+            clip = augment_clip(clip, augment, size, tf.stack([seed * 1_000_003 + epoch, position]))
+        return clip, tf.one_hot(labels[position], num_classes)
+
+    def one_epoch(epoch):
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, tf.stack([seed, epoch]))
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        ds = ds.map(lambda i: load(i, epoch), num_parallel_calls=workers, deterministic=True)
+        return ds.batch(batch_size)
+
+    if epochs is None:
+        ds = one_epoch(tf.constant(0, tf.int64))
+    else:
+        ds = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(split_tsv: str | os.PathLike, split: str, batch_size: int,
+                    fraction: float = 1.0, seed: int = 0) -> int:  # fmt: skip
+    """Batches in one epoch of make_dataset(..., epochs=...)."""
+    table = clip_table(split_tsv, split)
+    if fraction < 1:
+        counts = table.groupby("label").size()
+        n = int(np.maximum(1, np.round(fraction * counts)).sum())
+    else:
+        n = len(table)
+    return -(-n // batch_size)
 
 
 def labels_of(split_tsv: str | os.PathLike, split: str) -> np.ndarray:

@@ -26,7 +26,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .model import backbone_of, build_model
-from .pipeline import Augment, labels_of, make_dataset
+from .pipeline import Augment, labels_of, make_dataset, steps_per_epoch
 from .tables import write_tsv
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,26 @@ class BackboneWarmup(keras.callbacks.Callback):
             log.info("epoch %d: backbone %s", epoch + 1, "unfrozen" if trainable else "frozen")
 
 
+class EpochSeeds(keras.callbacks.Callback):
+    """Sets the state of every random-number generator in the model (dropout,
+    stochastic depth) from (seed, epoch) when an epoch begins.
+
+    Keras keeps those states outside the weights that BackupAndRestore saves,
+    so a resumed run would otherwise draw other dropout masks than an
+    uninterrupted one from the resume point on."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.non_trainable_variables
+                  if v.path.endswith("seed_generator_state")]  # fmt: skip
+        for i, state in enumerate(states):
+            value = np.array([self.seed * 7919 + i, epoch], dtype=np.int64) % 2**31
+            state.assign(value.astype(state.dtype))
+
+
 class TrainingState(keras.callbacks.Callback):
     """Records each finished epoch's history row and the state of early
     stopping and checkpointing, and restores them when training resumes
@@ -161,10 +181,16 @@ class TrainingState(keras.callbacks.Callback):
         self.epochs: list[dict] = []
         self._start = time.perf_counter()
 
-    def resumed_epoch(self) -> int:
-        if not self.backup_meta.exists():
+    @staticmethod
+    def epochs_done(work_dir: Path) -> int:
+        """Epochs an interrupted run in ``work_dir`` finished, by its backup."""
+        meta = Path(work_dir) / "backup" / "training_metadata.json"
+        if not meta.exists():
             return 0
-        return int(json.loads(self.backup_meta.read_text())["epoch"])
+        return int(json.loads(meta.read_text())["epoch"])
+
+    def resumed_epoch(self) -> int:
+        return self.epochs_done(self.backup_meta.parent.parent)
 
     def on_train_begin(self, logs=None):
         done = self.resumed_epoch()
@@ -259,10 +285,13 @@ def train(
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     augment = Augment.from_config(cfg.augment)
     common = {"num_classes": num_classes, "batch_size": global_batch, "seed": cfg.seed}
+    # Resuming at epoch k: the stream starts with epoch k's own order and draws.
+    first = TrainingState.epochs_done(work_dir)
     train_ds = make_dataset(
         split_tsv, shard_dir, "train", shuffle=True, augment=augment,
-        fraction=cfg.train_fraction, **common,
+        fraction=cfg.train_fraction, epochs=(first, max(cfg.max_epochs, first + 1)), **common,
     )  # fmt: skip
+    steps = steps_per_epoch(split_tsv, "train", global_batch, cfg.train_fraction, cfg.seed)
     val_ds = make_dataset(split_tsv, shard_dir, "val", **common)
     frames, size = train_ds.element_spec[0].shape[1:3]
     with strategy.scope():
@@ -291,6 +320,7 @@ def train(
     if cfg.warmup_epochs > 0:
         callbacks.append(BackboneWarmup(cfg.warmup_epochs))
     callbacks += [
+        EpochSeeds(cfg.seed),
         stopper,
         checkpoint,
         keras.callbacks.TerminateOnNaN(),
@@ -310,8 +340,8 @@ def train(
         cfg.max_epochs,
     )  # fmt: skip
     model.fit(
-        train_ds, validation_data=val_ds, epochs=cfg.max_epochs, callbacks=callbacks,
-        class_weight=class_weight, verbose=2,
+        train_ds, validation_data=val_ds, epochs=cfg.max_epochs, steps_per_epoch=steps,
+        callbacks=callbacks, class_weight=class_weight, verbose=2,
     )  # fmt: skip
     history = state.history()
     if history.empty or not np.isfinite(history["loss"]).all():
