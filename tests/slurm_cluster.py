@@ -9,6 +9,7 @@ rules asking for a GPU are scheduled. Stops every daemon it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -70,12 +71,28 @@ def _memory_mb() -> int:
     return int(total_kb / 1024 * 0.9)
 
 
-def _pid_alive(pidfile: Path) -> bool:
+def _pid(pidfile: Path) -> int | None:
     try:
-        os.kill(int(pidfile.read_text().split()[0]), 0)
-        return True
-    except (OSError, ValueError):
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None  # missing, or not written yet
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
         return False
+    # A zombie (exited, not yet reaped) counts as stopped.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _pid_alive(pidfile: Path) -> bool:
+    pid = _pid(pidfile)
+    return pid is not None and _alive(pid)
 
 
 class LocalSlurm:
@@ -142,9 +159,9 @@ StorageLoc=slurm_acct_db
     def _daemon(self, pidfile: Path, *cmd: str) -> None:
         if _pid_alive(pidfile):
             return
+        self.started.append(pidfile)  # stopped at the end even if it starts slowly
         _run(*cmd)
         _wait(f"{cmd[-1]} to write {pidfile}", lambda: _pid_alive(pidfile), 30)
-        self.started.append(pidfile)
 
     def _start_munge(self) -> None:
         key = Path("/etc/munge/munge.key")
@@ -173,8 +190,8 @@ StorageLoc=slurm_acct_db
                  f"--socket={sock}", "--bind-address=127.0.0.1"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-            _wait("MariaDB", lambda: sock.exists() and _pid_alive(pidfile), 60)
             self.started.append(pidfile)
+            _wait("MariaDB", lambda: sock.exists() and _pid_alive(pidfile), 60)
         sql = (
             f"CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '{DB_PASSWORD}'; "
             "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
@@ -198,16 +215,19 @@ StorageLoc=slurm_acct_db
         return self
 
     def stop(self) -> None:
+        pids = {pidfile: _pid(pidfile) for pidfile in self.started}
         for pidfile in reversed(self.started):
-            try:
-                os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
-            except (OSError, ValueError):
+            if pids[pidfile] is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pids[pidfile], signal.SIGTERM)
+        for pidfile, pid in pids.items():
+            if pid is None:
                 continue
-        for pidfile in self.started:
             try:
-                _wait(f"{pidfile} to stop", lambda p=pidfile: not _pid_alive(p), 30)
+                _wait(f"{pidfile} to stop", lambda p=pid: not _alive(p), 30)
             except RuntimeError:
-                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         self.started.clear()
 
     def __enter__(self) -> LocalSlurm:

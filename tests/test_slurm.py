@@ -1,6 +1,7 @@
 """The tiny workflow submitted to a real single-node SLURM cluster through
 profiles/slurm, checked against sacct and against a local run."""
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from actionrec.tables import read_tsv
 from conftest import copy_workflow, snakemake
@@ -35,6 +37,15 @@ def prepared(folder: Path) -> Path:
     workdir = copy_workflow(folder)
     shutil.copy(Path(__file__).with_name("tiny.yaml"), workdir / "tiny.yaml")
     (workdir / "slurm.yaml").write_text(SLURM_YAML)
+    # The profile as shipped, but asking for no more CPUs than this node has.
+    profile = workdir / "profiles/slurm/config.yaml"
+    spec = yaml.safe_load(profile.read_text())
+    cpus = os.cpu_count()
+    for resources in spec["set-resources"].values():
+        if "cpus_per_task" in resources:
+            resources["cpus_per_task"] = min(resources["cpus_per_task"], cpus)
+    spec["set-threads"] = {rule: min(n, cpus) for rule, n in spec["set-threads"].items()}
+    profile.write_text(yaml.safe_dump(spec))
     return workdir
 
 
