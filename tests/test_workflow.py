@@ -108,6 +108,13 @@ def test_changing_the_split_reruns_nothing_upstream(tiny_run):
         ("split: {fractions: {train: 0.7, val: 0.2, test: 0.2}}", "sum to 1"),
         ("data: {root: /no/such/folder}", "/no/such/folder"),
         ("colour: 1", "Additional properties are not allowed ('colour' was unexpected)"),
+        ("extract: {size: 0}", "0 is less than the minimum of 8"),
+        ("train: {backbone: vgg16}", "'vgg16' is not one of ['efficientnetb0'"),
+        ("train: {head: lstm}", "'lstm' is not one of ['average', 'temporal_conv'"),
+        ("train: {lr: fast}", "'fast' is not valid under any of the given schemas"),
+        ("train: {augment: {blur: 1}}", "('blur' was unexpected)"),
+        ("search: {bayes: {n_calls: 2, n_initial_points: 3}}", "n_initial_points (3) exceeds"),
+        ("search: {low: 0.1, high: 0.01}", "search.low (0.1) must be below search.high"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, bad, message):

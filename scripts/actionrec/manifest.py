@@ -64,12 +64,16 @@ def scan_videos(
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if class_dir.name.startswith("."):
             continue
-        files = sorted(
+        candidates = [
             f
             for f in class_dir.iterdir()
-            if f.suffix.lower() in exts and not f.name.startswith(".") and f.is_file()
-        )
-        found[class_dir.name] = files
+            if f.suffix.lower() in exts and not f.name.startswith(".")
+        ]
+        for f in candidates:
+            if f.is_symlink() and not f.exists():
+                log.warning("%s is a broken symbolic link: left out", f)
+        # Symbolic links to files (and to class folders) are followed.
+        found[class_dir.name] = sorted(f for f in candidates if f.is_file())
     return found
 
 
