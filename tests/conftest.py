@@ -69,6 +69,34 @@ def tiny_run(tmp_path_factory) -> Path:
     return workdir
 
 
+# tiny.yaml with longer, larger clips (so that extraction lasts long enough to be
+# interrupted), no searches or comparison and the small backbone: short runs of
+# every data, training and evaluation rule.
+SHORT_YAML = """demo: {min_frames: 60, max_frames: 120, width: 320, height: 240}
+search: {methods: []}
+compare: {backbones: []}
+train: {lr: 0.0015, max_epochs: 3, patience: 5, backbone: smallcnn}
+"""
+SHORT_ARGS = ("--configfile", "tiny.yaml", "short.yaml")
+
+
+def short_workflow(folder: Path) -> Path:
+    """A copy of the workflow with tiny.yaml and short.yaml beside it."""
+    workdir = copy_workflow(folder)
+    shutil.copy(Path(__file__).with_name("tiny.yaml"), workdir / "tiny.yaml")
+    (workdir / "short.yaml").write_text(SHORT_YAML)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory) -> Path:
+    """The short config run to the end on this machine, as a reference."""
+    workdir = short_workflow(tmp_path_factory.mktemp("short"))
+    out = snakemake(workdir, *SHORT_ARGS, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """Shards and a group split of a tiny demo: 3 classes x 4 groups x 3 clips,

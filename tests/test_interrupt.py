@@ -14,33 +14,19 @@ import pandas as pd
 import pytest
 
 from actionrec.tables import read_tsv
-from conftest import copy_workflow, snakemake, snakemake_cmd
+from conftest import SHORT_ARGS as ARGS
+from conftest import short_workflow as prepared
+from conftest import snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.workflow
 
-# Longer, larger clips than tiny.yaml's, so that extraction takes long enough to be
-# interrupted; no searches or comparison, so that the runs stay short.
-CONFIG = """demo: {min_frames: 60, max_frames: 120, width: 320, height: 240}
-search: {methods: []}
-compare: {backbones: []}
-train: {lr: 0.0015, max_epochs: 3, patience: 5}
-"""
-ARGS = ("--configfile", "tiny.yaml", "interrupt.yaml")
 
-
-def prepared(folder: Path) -> Path:
-    workdir = copy_workflow(folder)
-    (workdir / "tiny.yaml").write_text((Path(__file__).with_name("tiny.yaml")).read_text())
-    (workdir / "interrupt.yaml").write_text(CONFIG)
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    workdir = prepared(tmp_path_factory.mktemp("whole"))
+def rerun(workdir: Path) -> None:
+    """What the README says to do after a kill: unlock, then the same command."""
+    unlock = snakemake(workdir, "--unlock", *ARGS, timeout=120)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
     out = snakemake(workdir, *ARGS, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    return workdir
 
 
 def kill_when(workdir: Path, ready, timeout: float = 300) -> None:
@@ -81,18 +67,17 @@ def assert_same_results(a: Path, b: Path) -> None:
     assert not list((a / "results").rglob("*.part")), "a temporary file was left behind"
 
 
-def test_killed_during_extraction(reference, tmp_path):
+def test_killed_during_extraction(short_run, tmp_path):
     workdir = prepared(tmp_path)
     shards = workdir / "results/data/shards"
     kill_when(workdir, lambda: shards.is_dir() and any(shards.glob(".shard-*.h5.part")))
     done = sorted(shards.glob("shard-*.h5"))
     assert len(done) < 4  # the kill came before extraction finished
-    out = snakemake(workdir, *ARGS, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert_same_results(workdir, reference)
+    rerun(workdir)
+    assert_same_results(workdir, short_run)
 
 
-def test_killed_during_training(reference, tmp_path):
+def test_killed_during_training(short_run, tmp_path):
     workdir = prepared(tmp_path)
     meta = workdir / "results/final/work/backup/training_metadata.json"
 
@@ -104,7 +89,6 @@ def test_killed_during_training(reference, tmp_path):
 
     kill_when(workdir, one_epoch_saved)
     assert not (workdir / "results/final/model.keras").exists()
-    out = snakemake(workdir, *ARGS, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    rerun(workdir)
     assert "resuming after epoch" in (workdir / "logs/train/train.log").read_text()
-    assert_same_results(workdir, reference)
+    assert_same_results(workdir, short_run)

@@ -2,7 +2,6 @@
 profiles/slurm, checked against sacct and against a local run."""
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -12,16 +11,10 @@ import pytest
 import yaml
 
 from actionrec.tables import read_tsv
-from conftest import copy_workflow, snakemake
+from conftest import SHORT_ARGS, short_workflow, snakemake
 from slurm_cluster import LocalSlurm, Unavailable, sacct_jobs
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
-
-# The tiny config without the searches and the comparison: fewer, shorter jobs.
-SLURM_YAML = """search: {methods: []}
-compare: {backbones: []}
-train: {lr: 0.0015}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +27,7 @@ def cluster():
 
 
 def prepared(folder: Path) -> Path:
-    workdir = copy_workflow(folder)
-    shutil.copy(Path(__file__).with_name("tiny.yaml"), workdir / "tiny.yaml")
-    (workdir / "slurm.yaml").write_text(SLURM_YAML)
+    workdir = short_workflow(folder)
     # The profile as shipped, but asking for no more CPUs than this node has.
     profile = workdir / "profiles/slurm/config.yaml"
     spec = yaml.safe_load(profile.read_text())
@@ -50,20 +41,12 @@ def prepared(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    workdir = prepared(tmp_path_factory.mktemp("local"))
-    out = snakemake(workdir, "--configfile", "tiny.yaml", "slurm.yaml", timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return workdir
-
-
-@pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
     workdir = prepared(tmp_path_factory.mktemp("slurm"))
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     out = snakemake(
-        workdir, "--workflow-profile", "profiles/slurm", "--configfile", "tiny.yaml",
-        "slurm.yaml", "--slurm-init-seconds-before-status-checks", "1", timeout=900,
+        workdir, "--workflow-profile", "profiles/slurm", *SHORT_ARGS,
+        "--slurm-init-seconds-before-status-checks", "1", timeout=900,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     return workdir, out, since
@@ -90,19 +73,19 @@ def test_every_rule_ran_as_a_completed_slurm_job(slurm_run):
         assert (workdir / log).stat().st_size > 0
 
 
-def test_slurm_results_equal_a_local_run(slurm_run, local_run):
+def test_slurm_results_equal_a_local_run(slurm_run, short_run):
     workdir = slurm_run[0]
     for table in ("data/manifest.tsv", "data/split.tsv", "data/extract_report.tsv"):
         a = read_tsv(workdir / "results" / table)
-        b = read_tsv(local_run / "results" / table)
+        b = read_tsv(short_run / "results" / table)
         if "path" in a:
             a, b = a.drop(columns="path"), b.drop(columns="path")
         assert a.equals(b), table
-    for shard in sorted((local_run / "results/data/shards").glob("*.h5")):
+    for shard in sorted((short_run / "results/data/shards").glob("*.h5")):
         with h5py.File(shard) as x, h5py.File(workdir / "results/data/shards" / shard.name) as y:
             np.testing.assert_array_equal(x["frames"][:], y["frames"][:])
     for table in ("final/history.tsv", "final/predictions.tsv"):
-        a, b = read_tsv(workdir / "results" / table), read_tsv(local_run / "results" / table)
+        a, b = read_tsv(workdir / "results" / table), read_tsv(short_run / "results" / table)
         a = a.drop(columns=[c for c in ("seconds",) if c in a])
         b = b.drop(columns=[c for c in ("seconds",) if c in b])
         assert a.equals(b), table
