@@ -99,30 +99,42 @@ def test_changing_the_split_reruns_nothing_upstream(tiny_run):
     assert "rule extract_shard" not in jobs and "rule split" in jobs and "rule train" in jobs
 
 
-@pytest.mark.parametrize(
-    ("bad", "message"),
-    [
-        ("extract: {size: -4}", "-4 is less than the minimum of 8"),
-        ("extract: {frames: many}", "'many' is not of type 'integer'"),
-        ("split: {method: leaky}", "'leaky' is not one of"),
-        ("split: {fractions: {train: 0.7, val: 0.2, test: 0.2}}", "sum to 1"),
-        ("data: {root: /no/such/folder}", "/no/such/folder"),
-        ("colour: 1", "Additional properties are not allowed ('colour' was unexpected)"),
-        ("extract: {size: 0}", "0 is less than the minimum of 8"),
-        ("train: {backbone: vgg16}", "'vgg16' is not one of ['efficientnetb0'"),
-        ("train: {head: lstm}", "'lstm' is not one of ['average', 'temporal_conv'"),
-        ("train: {lr: fast}", "'fast' is not valid under any of the given schemas"),
-        ("train: {augment: {blur: 1}}", "('blur' was unexpected)"),
-        ("search: {bayes: {n_calls: 2, n_initial_points: 3}}", "n_initial_points (3) exceeds"),
-        ("search: {low: 0.1, high: 0.01}", "search.low (0.1) must be below search.high"),
-    ],
-)
-def test_bad_config_stops_before_any_job(tmp_path, bad, message):
-    workdir = copy_workflow(tmp_path)
-    (workdir / "bad.yaml").write_text(bad + "\n")
-    out = snakemake(workdir, "-n", "--configfile", "bad.yaml", timeout=60)
+BAD_CONFIGS = [
+    ("extract: {size: -4}", "-4 is less than the minimum of 8"),
+    ("extract: {frames: many}", "'many' is not of type 'integer'"),
+    ("split: {method: leaky}", "'leaky' is not one of"),
+    ("split: {fractions: {train: 0.7, val: 0.2, test: 0.2}}", "sum to 1"),
+    ("data: {root: /no/such/folder}", "/no/such/folder"),
+    ("colour: 1", "Additional properties are not allowed ('colour' was unexpected)"),
+    ("extract: {size: 0}", "0 is less than the minimum of 8"),
+    ("train: {backbone: vgg16}", "'vgg16' is not one of ['efficientnetb0'"),
+    ("train: {head: lstm}", "'lstm' is not one of ['average', 'temporal_conv'"),
+    ("train: {lr: fast}", "'fast' is not valid under any of the given schemas"),
+    ("train: {augment: {blur: 1}}", "('blur' was unexpected)"),
+    ("search: {bayes: {n_calls: 2, n_initial_points: 3}}", "n_initial_points (3) exceeds"),
+    ("search: {low: 0.1, high: 0.01}", "search.low (0.1) must be below search.high"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_config_runs(tmp_path_factory):
+    """Every bad config dry-run at once (each is a separate snakemake start-up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(k):
+        workdir = copy_workflow(tmp_path_factory.mktemp(f"bad{k}"))
+        (workdir / "bad.yaml").write_text(BAD_CONFIGS[k][0] + "\n")
+        return workdir, snakemake(workdir, "-n", "--configfile", "bad.yaml", timeout=120)
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(run, range(len(BAD_CONFIGS))))
+
+
+@pytest.mark.parametrize("k", range(len(BAD_CONFIGS)), ids=[b for b, _ in BAD_CONFIGS])
+def test_bad_config_stops_before_any_job(bad_config_runs, k):
+    workdir, out = bad_config_runs[k]
     assert out.returncode != 0
-    assert message in out.stdout + out.stderr
+    assert BAD_CONFIGS[k][1] in out.stdout + out.stderr
     assert not (workdir / "results").exists()
 
 

@@ -9,6 +9,7 @@ come from its layers, the peak memory from the process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -157,6 +158,8 @@ def compare_backbone(
     with open(out_metrics, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
     shutil.rmtree(work_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the last job to finish removes the empty parent
+        work_dir.parent.rmdir()
     log.info("%s: test accuracy %.4f, %.1f s/epoch", backbone, metrics["test_accuracy"],
              metrics["train_seconds_per_epoch"])  # fmt: skip
     return metrics
