@@ -22,7 +22,6 @@ import keras  # noqa: E402
 
 from actionrec import synthetic  # noqa: E402
 from actionrec.model import HEADS, backbone_of, build_model  # noqa: E402
-from actionrec.video import sample_indices  # noqa: E402
 
 T, S = 8, 32
 CLASSES = list(synthetic.CLASSES)
@@ -30,19 +29,7 @@ PAIRS = {c for pair in synthetic.ORDER_PAIRS for c in pair}
 
 
 def render(groups, seed=0):
-    xs, ys = [], []
-    for label, cls in enumerate(CLASSES):
-        for g in groups:
-            scene = synthetic.make_scene(
-                np.random.default_rng([seed, label, g]), 2 * S, 2 * S, seed
-            )
-            rng = np.random.default_rng([seed, label, g, 1])
-            n = int(rng.integers(12, 25))
-            frames = np.stack(list(synthetic.render_frames(cls, scene, rng, n, 2 * S, 2 * S)))
-            frames = frames[sample_indices(n, T)].astype(np.float32)
-            xs.append(frames.reshape(T, S, 2, S, 2, 3).mean(axis=(2, 4)).round().astype(np.uint8))
-            ys.append(label)
-    return np.stack(xs), np.array(ys)
+    return synthetic.render_in_memory(CLASSES, groups, T, S, seed)
 
 
 def train(model, x, y, epochs):

@@ -10,11 +10,9 @@ sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]), open(sm.log[0], "a", buffering=1) as progress:
     with contextlib.redirect_stdout(progress):
         from actionrec.compare import compare_backbone
+        from actionrec.search import resolve_lr
 
-        options = dict(sm.params.train)
-        if options["lr"] == "auto":
-            with open(sm.input.lr[0], encoding="utf-8") as f:
-                options["lr"] = json.load(f)["lr"]
+        options = resolve_lr(sm.params.train, sm.input.lr[0] if sm.input.lr else None)
         with open(sm.input.leakage, encoding="utf-8") as f:
             method = json.load(f)["method"]
         num_classes = int(read_tsv(sm.input.manifest)["label"].max()) + 1

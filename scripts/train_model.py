@@ -1,8 +1,6 @@
 """Train the final model (rule train)."""
 
 import contextlib
-import json
-import logging
 
 from actionrec.logs import logged
 from actionrec.tables import read_tsv
@@ -12,19 +10,12 @@ with logged(sm.log[0]), open(sm.log[0], "a", buffering=1) as progress:
     # Keras prints its per-epoch progress to stdout: into the log with the rest.
     with contextlib.redirect_stdout(progress):
         from actionrec.evaluate import class_names, write_classes
+        from actionrec.search import resolve_lr
         from actionrec.train import TrainConfig, train
 
         names = class_names(read_tsv(sm.input.manifest))
         num_classes = len(names)
-        options = dict(sm.params.train)
-        if options["lr"] == "auto":
-            with open(sm.input.lr[0], encoding="utf-8") as f:
-                chosen = json.load(f)
-            options["lr"] = chosen["lr"]
-            logging.getLogger("train").info(
-                "lr auto: %g, chosen by the %s search (val loss %.4f)",
-                chosen["lr"], chosen["search"], chosen["val_loss"],
-            )  # fmt: skip
+        options = resolve_lr(sm.params.train, sm.input.lr[0] if sm.input.lr else None)
         cfg = TrainConfig.from_config(options, seed=sm.params.seed)
         train(
             sm.input.split, sm.params.shard_dir, num_classes, sm.output.model,

@@ -19,7 +19,6 @@ import pytest
 
 from actionrec import synthetic
 from actionrec.model import backbone_of, build_model
-from actionrec.video import sample_indices
 
 pytestmark = pytest.mark.workflow
 
@@ -29,20 +28,7 @@ ORDER_AWARE = ["temporal_conv", "gru", "attention", "conv3d"]
 
 
 def render(groups, seed=0):
-    """One clip per (class, group), rendered at 2S and averaged down to S."""
-    xs, ys = [], []
-    for label, cls in enumerate(PAIRS):
-        for g in groups:
-            scene = synthetic.make_scene(
-                np.random.default_rng([seed, label, g]), 2 * S, 2 * S, seed
-            )
-            rng = np.random.default_rng([seed, label, g, 1])
-            n = int(rng.integers(12, 25))
-            frames = np.stack(list(synthetic.render_frames(cls, scene, rng, n, 2 * S, 2 * S)))
-            frames = frames[sample_indices(n, T)].astype(np.float32)
-            xs.append(frames.reshape(T, S, 2, S, 2, 3).mean(axis=(2, 4)).round().astype(np.uint8))
-            ys.append(label)
-    return np.stack(xs), np.array(ys)
+    return synthetic.render_in_memory(PAIRS, groups, T, S, seed)
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,17 @@ def augment_clip(clip: tf.Tensor, aug: Augment, size: int, seed: tf.Tensor) -> t
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
+def select_fraction(table: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A seeded, class-stratified share of ``table`` (at least one clip per class)."""
+    if fraction >= 1:
+        return table
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    rank = shuffled.groupby("label").cumcount()
+    size = shuffled.groupby("label")["label"].transform("size")
+    keep = rank < np.maximum(1, np.round(fraction * size))
+    return shuffled[keep].sort_index().reset_index(drop=True)
+
+
 def make_dataset(
     split_tsv: str | os.PathLike,
     shard_dir: str | os.PathLike,
@@ -131,13 +142,7 @@ def make_dataset(
     interruption. Without ``epochs``, the clips come once, in split order
     (val, test).
     """
-    table = clip_table(split_tsv, split)
-    if fraction < 1:
-        shuffled = table.sample(frac=1.0, random_state=seed)
-        rank = shuffled.groupby("label").cumcount()
-        size = shuffled.groupby("label")["label"].transform("size")
-        keep = rank < np.maximum(1, np.round(fraction * size))
-        table = shuffled[keep].sort_index().reset_index(drop=True)
+    table = select_fraction(clip_table(split_tsv, split), fraction, seed)
     shards = sorted(table["shard"].unique())
     frames, size = shard_geometry(shard_dir, shards[0])
     reader = ShardReader(Path(shard_dir), shards)
@@ -178,13 +183,7 @@ def make_dataset(
 def steps_per_epoch(split_tsv: str | os.PathLike, split: str, batch_size: int,
                     fraction: float = 1.0, seed: int = 0) -> int:  # fmt: skip
     """Batches in one epoch of make_dataset(..., epochs=...)."""
-    table = clip_table(split_tsv, split)
-    if fraction < 1:
-        counts = table.groupby("label").size()
-        n = int(np.maximum(1, np.round(fraction * counts)).sum())
-    else:
-        n = len(table)
-    return -(-n // batch_size)
+    return -(-len(select_fraction(clip_table(split_tsv, split), fraction, seed)) // batch_size)
 
 
 def labels_of(split_tsv: str | os.PathLike, split: str) -> np.ndarray:

@@ -231,6 +231,17 @@ def choose(tables: dict[str, pd.DataFrame]) -> dict:
     }
 
 
+def resolve_lr(train_section: dict, best_lr_json: str | os.PathLike | None) -> dict:
+    """The train section with ``lr: auto`` replaced by the searches' choice."""
+    if train_section["lr"] != "auto":
+        return dict(train_section)
+    with open(best_lr_json, encoding="utf-8") as f:
+        chosen = json.load(f)
+    log.info("lr auto: %g, chosen by the %s search (val loss %.4f)",
+             chosen["lr"], chosen["search"], chosen["val_loss"])  # fmt: skip
+    return {**train_section, "lr": chosen["lr"]}
+
+
 def grid_label(lr: float) -> str:
     """A grid point's name in file names: ``0.0003`` -> ``0.0003``, 1e-05 -> ``1e-05``."""
     return f"{float(lr):g}"

@@ -294,3 +294,26 @@ def render_dataset(
             if i % 20 == 0 or i == n:
                 log.info("rendered %d/%d clips", i, n)
     return paths
+
+
+def render_in_memory(
+    classes: list[str], groups, frames: int, size: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One clip per (class, group) without video files: rendered at 2 x
+    ``size``, sampled to ``frames`` like extraction, averaged down to
+    ``size``. Returns uint8 clips [n, T, S, S, 3] and labels (class order)."""
+    from .video import sample_indices
+
+    xs, ys = [], []
+    side = 2 * size
+    for label, cls in enumerate(classes):
+        for g in groups:
+            scene = make_scene(np.random.default_rng([seed, label, g]), side, side, seed)
+            rng = np.random.default_rng([seed, label, g, 1])
+            n = int(rng.integers(12, 25))
+            clip = np.stack(list(render_frames(cls, scene, rng, n, side, side)))
+            clip = clip[sample_indices(n, frames)].astype(np.float32)
+            clip = clip.reshape(frames, size, 2, size, 2, 3).mean(axis=(2, 4))
+            xs.append(clip.round().astype(np.uint8))
+            ys.append(label)
+    return np.stack(xs), np.array(ys)
