@@ -1,12 +1,39 @@
 # Helpers the rules share: paths, config checks and input functions. No rules.
-import math
+import re
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from actionrec import catalog
+
 DEMO_ROOT = "results/demo/UCF-101"
-# The backbones the schema allows (train.backbone, compare.backbones).
-BACKBONES = ["efficientnetb0", "resnet50", "mobilenetv3small", "efficientnetv2b0", "smallcnn"]
-HEADS = ["average", "temporal_conv", "gru", "attention", "conv3d"]
 SHARD_DIR = "results/data/shards"
+FEATURE_DIR = "results/features"
+# Where fetch_weights puts a backbone's ImageNet weights (train.weights may name it).
+FETCHED_WEIGHTS = "resources/weights/{backbone}-imagenet.weights.h5"
+
+
+def check_backbone(key, backbone):
+    """A backbone is a name from the catalog or an existing Keras model file."""
+    if catalog.is_backbone_file(backbone):
+        if not Path(backbone).is_file():
+            raise ValueError(f"{key}: backbone file {backbone!r} does not exist")
+    elif backbone not in catalog.BACKBONES:
+        raise ValueError(
+            f"{key}: {backbone!r} is not one of {list(catalog.BACKBONES)} nor the path of a "
+            f"Keras model file ({catalog.BACKBONE_FILE_SUFFIX})"
+        )
+    weights = backbone_weights(backbone)
+    if catalog.BACKBONES.get(backbone, "") is None and weights != "none":
+        raise ValueError(f"{key}: {backbone} has no pretrained weights; set train.weights: none")
+    if weights not in ("none", "imagenet") and not Path(weights).is_file():
+        fetched = [FETCHED_WEIGHTS.format(backbone=name) for name in catalog.BACKBONES]
+        if weights not in fetched:
+            raise ValueError(
+                f"train.weights: file {weights!r} (for backbone {backbone}) does not exist; "
+                "use imagenet, none, or the path of a weights file, e.g. "
+                f"{FETCHED_WEIGHTS} written by `snakemake fetch_weights`"
+            )
 
 
 def check_config():
@@ -33,6 +60,12 @@ def check_config():
             f"data.splits_dir: {splits_dir!r} has no classInd.txt; point it at "
             "UCF101's ucfTrainTestlist folder, or set it to null"
         )
+    check_backbone("train.backbone", config["train"]["backbone"])
+    for backbone in config["compare"]["backbones"]:
+        check_backbone("compare.backbones", backbone)
+    keys = [catalog.backbone_key(b) for b in config["compare"]["backbones"]]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"compare.backbones: two entries share a name ({keys}); rename a file")
     if config["train"]["lr"] == "auto" and not config["search"]["methods"]:
         raise ValueError("train.lr auto takes the rate from the search: list search.methods")
     if "grid" in config["search"]["methods"] and not config["search"]["grid"]:
@@ -50,6 +83,11 @@ def check_config():
         )
     if config["split"]["method"] == "official" and splits_dir is None:
         raise ValueError("split.method official needs data.splits_dir (UCF101's ucfTrainTestlist)")
+
+
+def backbone_weights(backbone):
+    """train.weights as it applies to one backbone."""
+    return catalog.weights_for(config["train"]["weights"], backbone)
 
 
 check_config()
@@ -71,11 +109,11 @@ def class_index():
 
 def shard_ids(wildcards):
     """Shard numbers, known once the manifest (a checkpoint) exists."""
-    manifest = checkpoints.manifest.get().output[0]
+    manifest = checkpoints.manifest.get().output.manifest
     with open(manifest) as fh:
         n_clips = sum(1 for _ in fh) - 1
-    per_shard = config["extract"]["clips_per_shard"]
-    return [f"{i:04d}" for i in range(max(1, math.ceil(n_clips / per_shard)))]
+    count = catalog.shard_count(n_clips, config["extract"]["clips_per_shard"])
+    return [f"{i:04d}" for i in range(count)]
 
 
 def shard_files(wildcards):
@@ -86,10 +124,65 @@ def shard_reports(wildcards):
     return expand(f"{SHARD_DIR}/shard-{{shard}}.tsv", shard=shard_ids(wildcards))
 
 
+# Every backbone of the run by the name its outputs go under.
+BACKBONE_BY_KEY = {
+    catalog.backbone_key(b): b
+    for b in [config["train"]["backbone"], *config["compare"]["backbones"]]
+}
+
+
+def backbone_files(backbone):
+    """The files a backbone is built from: its model file, its weights file."""
+    weights = backbone_weights(backbone)
+    files = [backbone] if catalog.is_backbone_file(backbone) else []
+    return files + ([weights] if weights not in ("none", "imagenet") else [])
+
+
+def features_of(backbone, head, wildcards):
+    """The cached features the frozen stage trains on, when it uses them."""
+    if not catalog.uses_feature_cache(backbone, backbone_weights(backbone), head):
+        return []
+    key = catalog.backbone_key(backbone)
+    return expand(f"{FEATURE_DIR}/{key}/shard-{{shard}}.h5", shard=shard_ids(wildcards))
+
+
+def train_features(wildcards):
+    return features_of(config["train"]["backbone"], config["train"]["head"], wildcards)
+
+
+def train_backbone_files(wildcards):
+    return backbone_files(config["train"]["backbone"])
+
+
 def train_options():
     """The train section without the keys that only size the job."""
     job_keys = ("gpus", "mem_mb", "runtime")
     return {k: v for k, v in config["train"].items() if k not in job_keys}
+
+
+def cached_backbone(wildcards):
+    """features rule: the backbone behind results/features/<key>/."""
+    return BACKBONE_BY_KEY[wildcards.backbone]
+
+
+def cached_backbone_files(wildcards):
+    return backbone_files(cached_backbone(wildcards))
+
+
+def cached_backbone_weights(wildcards):
+    return backbone_weights(cached_backbone(wildcards))
+
+
+def compared_backbone(wildcards):
+    return BACKBONE_BY_KEY[wildcards.backbone]
+
+
+def compared_features(wildcards):
+    return features_of(compared_backbone(wildcards), wildcards.head, wildcards)
+
+
+def compared_backbone_files(wildcards):
+    return backbone_files(compared_backbone(wildcards))
 
 
 def predict_folder(wildcards):
@@ -119,17 +212,17 @@ def lr_choice(wildcards):
 
 
 def compared_models():
-    """One name per (backbone, head) compared: the backbone alone for the
-    original head (average), else <backbone>-<head>."""
-    heads = config["compare"]["heads"]
+    """results/compare/<backbone>/<head>/ for every (backbone, head) compared."""
     return [
-        b if h == "average" else f"{b}-{h}" for b in config["compare"]["backbones"] for h in heads
+        f"{catalog.backbone_key(b)}/{h}"
+        for b in config["compare"]["backbones"]
+        for h in config["compare"]["heads"]
     ]
 
 
-def compared_model_pattern():
-    heads = "|".join(h for h in HEADS if h != "average")
-    return f"({'|'.join(BACKBONES)})(-({heads}))?"
+def one_of(names):
+    """A wildcard constraint matching exactly one of ``names``."""
+    return "|".join(re.escape(n) for n in names)
 
 
 def final_targets():

@@ -4,19 +4,22 @@
 rule compare_backbone:
     input:
         split="results/data/split.tsv",
-        manifest="results/data/manifest.tsv",
+        classes="results/data/classes.txt",
         leakage="results/data/leakage.json",
         shards=shard_files,
+        features=compared_features,
+        backbone_files=compared_backbone_files,
         lr=lr_choice,
     output:
-        history="results/compare/{model}/history.tsv",
-        metrics="results/compare/{model}/metrics.json",
+        history="results/compare/{backbone}/{head}/history.tsv",
+        metrics="results/compare/{backbone}/{head}/metrics.json",
     log:
-        "logs/compare/{model}.log",
+        "logs/compare/{backbone}/{head}.log",
     benchmark:
-        "benchmarks/compare/{model}.tsv"
+        "benchmarks/compare/{backbone}/{head}.tsv"
     wildcard_constraints:
-        model=compared_model_pattern(),
+        backbone=one_of(BACKBONE_BY_KEY),
+        head=one_of(catalog.HEADS),
     conda:
         "../envs/train.yaml"
     threads: 8
@@ -25,11 +28,11 @@ rule compare_backbone:
         runtime=config["train"]["runtime"],
         gpu=config["train"]["gpus"],
     params:
+        backbone=compared_backbone,
         compare=config["compare"],
         train=train_options(),
         seed=config["seed"],
-        shard_dir=SHARD_DIR,
-        work_dir="results/compare/work/{model}",
+        work_dir="results/compare/{backbone}/{head}/work",
     script:
         "../scripts/compare_backbone.py"
 

@@ -25,7 +25,8 @@ checkpoint manifest:
     input:
         demo_videos,
     output:
-        "results/data/manifest.tsv",
+        manifest="results/data/manifest.tsv",
+        classes="results/data/classes.txt",
     log:
         "logs/manifest/manifest.log",
     conda:

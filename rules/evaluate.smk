@@ -6,7 +6,7 @@ rule evaluate:
     input:
         model="results/final/model.keras",
         split="results/data/split.tsv",
-        manifest="results/data/manifest.tsv",
+        classes="results/data/classes.txt",
         leakage="results/data/leakage.json",
         shards=shard_files,
     output:
@@ -39,7 +39,6 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        shard_dir=SHARD_DIR,
         top=config["evaluate"]["top"],
         batch_size=config["evaluate"]["batch_size"],
     script:
@@ -51,7 +50,7 @@ rule figures:
         predictions="results/final/predictions.tsv",
         per_class="results/final/per_class.tsv",
         history="results/final/history.tsv",
-        manifest="results/data/manifest.tsv",
+        classes="results/data/classes.txt",
     output:
         f1=report(
             "results/final/figures/per_class_f1.png",
@@ -122,7 +121,7 @@ rule model_card:
 rule predict:
     input:
         model="results/final/model.keras",
-        classes="results/final/classes.txt",
+        classes="results/data/classes.txt",
         videos=predict_folder,
     output:
         "results/predict/{name}.tsv",

@@ -5,8 +5,10 @@
 rule search_bayes:
     input:
         split="results/data/split.tsv",
-        manifest="results/data/manifest.tsv",
+        classes="results/data/classes.txt",
         shards=shard_files,
+        features=train_features,
+        backbone_files=train_backbone_files,
     output:
         table=report(
             "results/search/bayes.tsv",
@@ -33,8 +35,7 @@ rule search_bayes:
         search=config["search"],
         train=train_options(),
         seed=config["seed"],
-        shard_dir=SHARD_DIR,
-        work_dir="results/search/work/bayes",
+        work_dir="results/search/bayes.work",
     script:
         "../scripts/search_bayes.py"
 
@@ -42,8 +43,10 @@ rule search_bayes:
 rule search_grid_point:
     input:
         split="results/data/split.tsv",
-        manifest="results/data/manifest.tsv",
+        classes="results/data/classes.txt",
         shards=shard_files,
+        features=train_features,
+        backbone_files=train_backbone_files,
     output:
         "results/search/grid/lr-{lr}.json",
     log:
@@ -63,8 +66,7 @@ rule search_grid_point:
         search=config["search"],
         train=train_options(),
         seed=config["seed"],
-        shard_dir=SHARD_DIR,
-        work_dir="results/search/work/grid/lr-{lr}",
+        work_dir="results/search/grid/lr-{lr}.work",
     script:
         "../scripts/search_grid_point.py"
 

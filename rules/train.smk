@@ -1,16 +1,19 @@
-# Final training of the clip classifier on the train split, early-stopped on val.
+# Final training of the clip classifier on the train split, early-stopped on val:
+# end to end from scratch, or in stages on a pretrained backbone (train.smk's
+# script and scripts/actionrec/train.py say which).
 
 
 rule train:
     input:
         split="results/data/split.tsv",
-        manifest="results/data/manifest.tsv",
+        classes="results/data/classes.txt",
         shards=shard_files,
+        features=train_features,
+        backbone_files=train_backbone_files,
         lr=lr_choice,
     output:
         model="results/final/model.keras",
         history="results/final/history.tsv",
-        classes="results/final/classes.txt",
     log:
         "logs/train/train.log",
     benchmark:
@@ -25,7 +28,6 @@ rule train:
     params:
         train=train_options(),
         seed=config["seed"],
-        shard_dir=SHARD_DIR,
         work_dir="results/final/work",
     script:
         "../scripts/train_model.py"

@@ -1,13 +1,26 @@
 """Classify the test split with the final model (rule evaluate)."""
 
+import json
+
 from actionrec.logs import logged
 
 sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
     from actionrec.evaluate import evaluate
+    from actionrec.manifest import read_classes
+    from actionrec.pipeline import Data
 
+    names = read_classes(sm.input.classes)
+    with open(sm.input.leakage, encoding="utf-8") as f:
+        split_info = json.load(f)
     evaluate(
-        sm.input.model, sm.input.split, sm.input.manifest, sm.input.leakage, sm.params.shard_dir,
-        sm.output.predictions, sm.output.per_class, sm.output.metrics, sm.params.top,
-        sm.params.batch_size,
-    )  # fmt: skip
+        sm.input.model,
+        Data.of(sm.input.split, sm.input.shards, len(names)),
+        split_info,
+        out_predictions=sm.output.predictions,
+        out_per_class=sm.output.per_class,
+        out_metrics=sm.output.metrics,
+        names=names,
+        top=sm.params.top,
+        batch_size=sm.params.batch_size,
+    )

@@ -1,13 +1,14 @@
 """Figures of the final model's evaluation (rule figures)."""
 
 from actionrec import figures
-from actionrec.evaluate import class_names, confused_pairs, confusion
+from actionrec.evaluate import confused_pairs, confusion
+from actionrec.manifest import read_classes
 from actionrec.logs import logged
 from actionrec.tables import read_tsv, write_tsv
 
 sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
-    names = class_names(read_tsv(sm.input.manifest))
+    names = read_classes(sm.input.classes)
     predictions = read_tsv(sm.input.predictions)
     cm = confusion(predictions, names)
     pairs = confused_pairs(cm, names)

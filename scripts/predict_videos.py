@@ -2,7 +2,7 @@
 
 import logging
 
-from actionrec.evaluate import read_classes
+from actionrec.manifest import read_classes
 from actionrec.logs import logged
 from actionrec.predict import find_videos, predict_videos
 from actionrec.tables import write_tsv

@@ -4,18 +4,21 @@ import contextlib
 import json
 
 from actionrec.logs import logged
-from actionrec.tables import read_tsv
 
 sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]), open(sm.log[0], "a", buffering=1) as progress:
     with contextlib.redirect_stdout(progress):
-        from actionrec.search import run_trial, settings_from_config
+        from actionrec.manifest import read_classes
+        from actionrec.pipeline import Data
+        from actionrec.search import SearchSettings, run_trial
 
-        settings = settings_from_config(sm.params.search)
-        num_classes = int(read_tsv(sm.input.manifest)["label"].max()) + 1
+        settings = SearchSettings.from_config(sm.params.search)
+        data = Data.of(
+            sm.input.split, sm.input.shards, len(read_classes(sm.input.classes)), sm.input.features
+        )
         result = run_trial(
-            float(sm.wildcards.lr), sm.input.split, sm.params.shard_dir, num_classes,
-            sm.params.train, sm.params.seed, settings, sm.params.work_dir, sm.threads,
+            float(sm.wildcards.lr), data, sm.params.train, settings, sm.params.work_dir,
+            seed=sm.params.seed, threads=sm.threads,
         )  # fmt: skip
         with open(sm.output[0], "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

@@ -103,6 +103,7 @@ def tiny_data(tmp_path_factory):
     T=4, S=32, in 3 shards."""
     from actionrec.extract import extract_shard, shard_rows
     from actionrec.manifest import build_manifest
+    from actionrec.pipeline import Data
     from actionrec.split import make_split
     from actionrec.synthetic import render_dataset
     from actionrec.tables import write_tsv
@@ -124,5 +125,38 @@ def tiny_data(tmp_path_factory):
     split, _ = make_split(pd.concat(reports, ignore_index=True), "group", seed=0)
     write_tsv(split, root / "split.tsv")
     write_tsv(manifest, root / "manifest.tsv")
-    return {"split": root / "split.tsv", "shards": root / "shards", "classes": 3,
-            "manifest": root / "manifest.tsv", "clips_per_shard": 12}  # fmt: skip
+    return {
+        "split": root / "split.tsv",
+        "shards": root / "shards",
+        "classes": 3,
+        "manifest": root / "manifest.tsv",
+        "clips_per_shard": 12,
+        "data": Data.of(root / "split.tsv", root / "shards", 3),
+    }
+
+
+def make_backbone_file(path: Path, pooled: bool = True, seed: int = 0) -> Path:
+    """A small pretrained-looking backbone saved as a Keras model file: RGB
+    frames 0..255 of any size in, features out; two conv blocks with batch
+    norm whose moving statistics are far from their initial 0 and 1."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    frame = keras.Input((None, None, 3), name="rgb")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="stem_scale")(frame)
+    for i, width in enumerate((16, 32), 1):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"block{i}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+    if pooled:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    net = keras.Model(frame, x, name="test_backbone")
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            mean, var = rng.normal(0.2, 0.1, mean.shape), rng.uniform(0.5, 2.0, var.shape)
+            layer.set_weights([gamma, beta, mean, var])
+    net.save(path)
+    return path

@@ -9,13 +9,13 @@ from sklearn.metrics import f1_score
 
 from actionrec import figures
 from actionrec.evaluate import (
-    class_names,
     confused_pairs,
     confusion,
     per_class_table,
     prediction_table,
     summary_metrics,
 )
+from actionrec.manifest import class_names
 from actionrec.model_card import write_model_card
 from actionrec.tables import write_tsv
 
@@ -110,9 +110,10 @@ def test_model_card_reports_the_measured_numbers(tmp_path):
         json.dumps(summary_metrics(table, true, pred, split_info))
     )
     write_tsv(per_class_table(true, pred, NAMES), tmp_path / "per_class.tsv")
-    write_tsv(pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.9], "accuracy": [0.4, 0.5],
-                            "val_loss": [1.1, 1.2], "val_accuracy": [0.3, 0.4]}),
-              tmp_path / "history.tsv")  # fmt: skip
+    history = {"epoch": [1, 2, 3], "stage": ["frozen", "frozen", "finetune"],
+               "loss": [1.0, 0.9, 0.8], "accuracy": [0.4, 0.5, 0.6], "val_loss": [1.1, 1.2, 1.3],
+               "val_accuracy": [0.3, 0.4, 0.5], "kept": [True, False, False]}  # fmt: skip
+    write_tsv(pd.DataFrame(history), tmp_path / "history.tsv")
     manifest = pd.DataFrame(
         {"clip_id": ["a", "b"], "class": ["Grow", "Bounce"], "group": ["1", "2"]}
     )
@@ -120,14 +121,18 @@ def test_model_card_reports_the_measured_numbers(tmp_path):
     config = {
         "data": {"root": None},
         "extract": {"frames": 8, "size": 64, "resize": "crop"},
-        "train": {"backbone": "efficientnetb0", "head": "average", "weights": "none", "lr": 0.0015,
-                  "batch_size": 2, "max_epochs": 15, "patience": 2, "loss": "crossentropy",
-                  "class_weights": False, "dropout": 0.0, "augment": {"crop": 0.2, "flip": False}},
+        "train": {"backbone": "efficientnetb0", "head": "average", "weights": "imagenet",
+                  "lr": 0.0015, "batch_size": 2, "max_epochs": 15, "patience": 2,
+                  "loss": "crossentropy", "class_weights": False, "dropout": 0.0,
+                  "augment": {"crop": 0.2, "flip": False},
+                  "finetune": {"blocks": "all", "lr_factor": 0.1, "batch_norm": "frozen"}},
     }  # fmt: skip
     text = write_model_card(
         tmp_path / "card.md", tmp_path / "metrics.json", tmp_path / "per_class.tsv",
         tmp_path / "history.tsv", tmp_path / "manifest.tsv", tmp_path / "leakage.json", config,
     )  # fmt: skip
     assert "| accuracy | 0.5000 |" in text and "`group`" in text
-    assert "kept epoch 1" in text and "augmentation: crop 0.2." in text
+    assert "kept epoch 1 (frozen)" in text and "augmentation: crop 0.2." in text
+    assert "Stage `finetune`, 1 epoch(s): the whole backbone unfrozen" in text
+    assert "learning rate 0.00015, batch norm frozen" in text
     assert "| Shrink | 0.0 |" in text  # the weakest class is named

@@ -1,92 +1,35 @@
-"""Temporal heads on the demo's order-only class pairs (Grow/Shrink,
-RotateClockwise/RotateAnticlockwise, Brighten/Darken), on CPU.
-
-Clips are rendered in memory by the demo's own renderer (8 frames, 32 x 32,
-each scene its own background, colour, size, noise and position); test clips
-come from scenes never seen in training. The backbone is ``smallcnn``
-(four conv blocks): it is first trained end to end with the ``gru`` head, then
-frozen, and every head is trained on top of it for the same budget. The
-``average`` head must stay near chance within each pair (by construction it
-gives a clip and its reverse the same scores); every order-aware head must
-reach 95%.
-"""
-
-import time
+"""Every head builds, saves and reloads with Keras alone, and sees temporal
+order exactly when it should: ``average`` gives a clip and its reverse the same
+scores, every other head does not. (How well each head tells the demo's
+order-only pairs apart is measured by ``bench/heads.py``, not here.)"""
 
 import keras
 import numpy as np
 import pytest
 
-from actionrec import synthetic
-from actionrec.model import backbone_of, build_model
+from actionrec.catalog import HEADS
+from actionrec.model import build_model, head_of
 
-pytestmark = pytest.mark.workflow
-
-T, S = 8, 32
-PAIRS = [c for pair in synthetic.ORDER_PAIRS for c in pair]
-ORDER_AWARE = ["temporal_conv", "gru", "attention", "conv3d"]
+T, S, C = 6, 32, 4
 
 
-def render(groups, seed=0):
-    return synthetic.render_in_memory(PAIRS, groups, T, S, seed)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return render(range(1, 61)), render(range(1000, 1020))
-
-
-def train(model, data, epochs, lr=0.002):
-    (x, y), (x_test, y_test) = data
-    steps = epochs * -(-len(x) // 16)
-    model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=True)
-    return float(model.evaluate(x_test, y_test, verbose=0)[1])
-
-
-@pytest.fixture(scope="module")
-def backbone_weights(data):
+@pytest.mark.parametrize("head", HEADS)
+def test_head_builds_saves_reloads_and_sees_order_as_designed(head, tmp_path):
     keras.utils.set_random_seed(0)
-    model = build_model(len(PAIRS), T, S, "smallcnn", "gru")
-    start = time.perf_counter()
-    accuracy = train(model, data, 30)
-    print(f"\nsmallcnn + gru end to end: {accuracy:.3f} in {time.perf_counter() - start:.0f} s")
-    return backbone_of(model).get_weights()
-
-
-def head_on_frozen_backbone(head, weights, data, tmp_path):
-    keras.utils.set_random_seed(1)
-    model = build_model(len(PAIRS), T, S, "smallcnn", head)
-    backbone_of(model).set_weights(weights)
-    backbone_of(model).trainable = False
-    start = time.perf_counter()
-    accuracy = train(model, data, 20)
-    print(f"\n{head}: {accuracy:.3f} on held-out scenes in {time.perf_counter() - start:.0f} s")
-    # The same saved-model guarantee as the original head.
-    x_test = data[1][0][:8]
+    model = build_model(C, T, S, "smallcnn", head, weights="none")
+    # The head on frame features that differ from frame to frame, forwards and backwards.
+    rng = np.random.default_rng(0)
+    features = rng.normal(0, 1, (4, *head_of(model).input_shape[1:])).astype("float32")
+    forward = head_of(model).predict(features, verbose=0)
+    backward = head_of(model).predict(features[:, ::-1], verbose=0)
+    np.testing.assert_allclose(forward.sum(axis=1), 1.0, rtol=1e-5)
+    if head == "average":
+        np.testing.assert_allclose(backward, forward, atol=1e-6)
+    else:
+        assert np.abs(backward - forward).max() > 1e-3, head
+    clips = rng.integers(0, 256, (3, T, S, S, 3), dtype=np.uint8)
+    scores = model.predict(clips, verbose=0)
+    assert scores.shape == (3, C)
     model.save(tmp_path / f"{head}.keras")
     again = keras.saving.load_model(tmp_path / f"{head}.keras")
-    np.testing.assert_allclose(again.predict(x_test, verbose=0), model.predict(x_test, verbose=0),
-                               atol=1e-6)  # fmt: skip
-    return model, accuracy
-
-
-def test_average_head_is_blind_to_order(backbone_weights, data, tmp_path):
-    model, accuracy = head_on_frozen_backbone("average", backbone_weights, data, tmp_path)
-    x_test = data[1][0]
-    forward = model.predict(x_test, verbose=0)
-    np.testing.assert_allclose(model.predict(x_test[:, ::-1], verbose=0), forward, atol=1e-5)
-    # Within a pair it can only guess: near 50%, whatever it learned.
-    assert accuracy <= 0.6
-
-
-@pytest.mark.parametrize("head", ORDER_AWARE)
-def test_order_aware_head_tells_the_pairs_apart(head, backbone_weights, data, tmp_path):
-    model, accuracy = head_on_frozen_backbone(head, backbone_weights, data, tmp_path)
-    assert accuracy >= 0.95
-    forward = model.predict(data[1][0][:12], verbose=0)
-    assert not np.allclose(model.predict(data[1][0][:12, ::-1], verbose=0), forward, atol=1e-3)
+    np.testing.assert_allclose(again.predict(clips, verbose=0), scores, atol=1e-6)

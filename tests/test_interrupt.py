@@ -79,7 +79,7 @@ def test_killed_during_extraction(short_run, tmp_path):
 
 def test_killed_during_training(short_run, tmp_path):
     workdir = prepared(tmp_path)
-    meta = workdir / "results/final/work/backup/training_metadata.json"
+    meta = workdir / "results/final/work/full/backup/training_metadata.json"
 
     def one_epoch_saved():
         try:

@@ -30,8 +30,8 @@ print(json.dumps({{"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
 PIPELINE = """
 import json, resource, sys
 sys.path.insert(0, {scripts!r})
-from actionrec.pipeline import make_dataset
-ds = make_dataset({split!r}, {shards!r}, "train", 5, 4, shuffle=True, epochs=(0, 1))
+from actionrec.pipeline import Data, make_dataset
+ds = make_dataset(Data.of({split!r}, {shards!r}, 5), "train", 4, shuffle=True, epochs=(0, 1))
 n = sum(int(x.shape[0]) for x, _ in ds)
 print(json.dumps({{"clips": n, "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """

@@ -5,7 +5,14 @@ import keras
 import numpy as np
 import pytest
 
-from actionrec.model import backbone_of, build_backbone, build_model, caffe_preprocessing
+from actionrec.model import (
+    all_layers,
+    backbone_of,
+    build_backbone,
+    build_model,
+    caffe_preprocessing,
+    head_of,
+)
 
 T, S, C = 4, 32, 5
 
@@ -29,15 +36,18 @@ def test_uint8_clips_in_probabilities_out(model):
 
 def test_average_head_is_blind_to_temporal_order(model):
     # Large classifier weights, so that frame logits differ visibly from frame to frame.
-    dense = model.get_layer("frame_logits")
+    head = head_of(model)
+    dense = head.get_layer("frame_logits")
     kernel, bias = dense.get_weights()
     dense.set_weights([np.random.default_rng(5).normal(0, 1e4, kernel.shape), bias])
-    per_frame = keras.Model(model.input, dense.output)
+    per_frame = keras.Model(head.input, dense.output)
     x = clips(2, seed=1)
-    logits = per_frame.predict(x, verbose=0)
+    features = backbone_of(model).predict(x.reshape(-1, S, S, 3).astype("float32"), verbose=0)
+    features = features.reshape(2, T, -1)
+    logits = per_frame.predict(features, verbose=0)
     assert logits.std(axis=1).mean() > 1e-3
     np.testing.assert_allclose(
-        per_frame.predict(x[:, ::-1], verbose=0), logits[:, ::-1], rtol=1e-4, atol=1e-4
+        per_frame.predict(features[:, ::-1], verbose=0), logits[:, ::-1], rtol=1e-4, atol=1e-4
     )
     np.testing.assert_allclose(
         model.predict(x[:, ::-1], verbose=0), model.predict(x, verbose=0), atol=1e-5
@@ -101,7 +111,7 @@ def test_flops_per_frame_match_the_published_figures():
 
 def test_group_norm_replaces_every_batch_norm_and_saves(tmp_path):
     model = build_model(C, T, S, "efficientnetb0", norm="group")
-    inner = list(backbone_of(model)._flatten_layers())
+    inner = list(all_layers(backbone_of(model)))
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in inner)
     assert sum(isinstance(layer, keras.layers.GroupNormalization) for layer in inner) == 49
     model.save(tmp_path / "gn.keras")

@@ -11,7 +11,7 @@ def collect(ds):
 
 
 def test_batches_hold_the_shard_clips_in_split_order(tiny_data):
-    ds = make_dataset(tiny_data["split"], tiny_data["shards"], "val", 3, batch_size=2)
+    ds = make_dataset(tiny_data["data"], "val", batch_size=2)
     x, y = collect(ds)
     table = pd.read_csv(tiny_data["split"], sep="\t")
     val = table[table["split"] == "val"]
@@ -26,8 +26,10 @@ def test_train_order_changes_every_epoch_and_follows_the_seed(tiny_data):
     n = len(pd.read_csv(tiny_data["split"], sep="\t").query("split == 'train'"))
 
     def epochs(seed, first, stop, aug=None):
-        ds = make_dataset(tiny_data["split"], tiny_data["shards"], "train", 3, 4, True,
-                          augment=aug, seed=seed, epochs=(first, stop))  # fmt: skip
+        ds = make_dataset(
+            tiny_data["data"], "train", 4, shuffle=True, augment=aug, seed=seed,
+            epochs=(first, stop),
+        )
         x = collect(ds)[0]
         assert len(x) == n * (stop - first)
         return [x[k * n : (k + 1) * n] for k in range(stop - first)]
@@ -47,10 +49,10 @@ def test_train_order_changes_every_epoch_and_follows_the_seed(tiny_data):
 
 def test_augmentation_changes_train_clips_only_and_reproducibly(tiny_data):
     aug = Augment(crop=0.3, flip=True, brightness=0.2, contrast=0.3, low_light=0.5)
-    plain = collect(make_dataset(tiny_data["split"], tiny_data["shards"], "train", 3, 2))[0]
+    plain = collect(make_dataset(tiny_data["data"], "train", 2))[0]
 
     def augmented():
-        ds = make_dataset(tiny_data["split"], tiny_data["shards"], "train", 3, 2, augment=aug)
+        ds = make_dataset(tiny_data["data"], "train", 2, augment=aug)
         return collect(ds)[0]
 
     a, b = augmented(), augmented()
@@ -60,7 +62,26 @@ def test_augmentation_changes_train_clips_only_and_reproducibly(tiny_data):
 
 
 def test_fraction_keeps_every_class(tiny_data):
-    ds = make_dataset(tiny_data["split"], tiny_data["shards"], "train", 3, 2, fraction=0.2)
+    ds = make_dataset(tiny_data["data"], "train", 2, fraction=0.2)
     _, y = collect(ds)
     assert set(y.argmax(axis=1)) == {0, 1, 2}
     assert len(y) < 10
+
+
+def test_the_data_fingerprint_sees_the_shards_settings(tiny_data, tmp_path):
+    """A re-extraction at another frame size leaves split.tsv as it was; the
+    fingerprint that resumable searches and trainings compare must change."""
+    import shutil
+
+    from actionrec.pipeline import Data, data_fingerprint
+
+    other = tmp_path / "shards"
+    shutil.copytree(tiny_data["shards"], other)
+    for shard in other.glob("shard-*.h5"):
+        with h5py.File(shard, "a") as f:
+            f.attrs["size"] = 64
+    same_split = Data.of(tiny_data["split"], other, 3)
+    assert data_fingerprint(same_split) != data_fingerprint(tiny_data["data"])
+    assert data_fingerprint(tiny_data["data"]) == data_fingerprint(
+        Data.of(tiny_data["split"], tiny_data["shards"], 3)
+    )

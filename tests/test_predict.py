@@ -34,7 +34,8 @@ def test_evaluation_outputs(tiny_run):
         assert (final / f"figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
     card = (final / "model_card.md").read_text()
     assert f"| accuracy | {metrics['accuracy']:.4f} |" in card
-    assert (final / "classes.txt").read_text().split() == ["Checker", "Grow", "Shrink"]
+    classes = tiny_run / "results/data/classes.txt"
+    assert classes.read_text().split() == ["Checker", "Grow", "Shrink"]
 
 
 def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path):

@@ -9,7 +9,9 @@ import pytest
 from actionrec.search import SearchSettings, bayes_search, choose, gather_grid
 from actionrec.tables import read_tsv
 
-SETTINGS = SearchSettings(low=1e-4, high=1e-1, n_calls=6, n_initial_points=3)
+SETTINGS = SearchSettings.from_config(
+    {"low": 1e-4, "high": 1e-1, "bayes": {"n_calls": 6, "n_initial_points": 3}}
+)
 
 
 class FakeTrial:
@@ -29,9 +31,9 @@ class FakeTrial:
 
 
 def test_the_same_seed_gives_the_same_proposals(tmp_path):
-    a = bayes_search(FakeTrial(), SETTINGS, 5, tmp_path / "a/trials.tsv")
-    b = bayes_search(FakeTrial(), SETTINGS, 5, tmp_path / "b/trials.tsv")
-    c = bayes_search(FakeTrial(), SETTINGS, 6, tmp_path / "c/trials.tsv")
+    a = bayes_search(FakeTrial(), SETTINGS, 5, tmp_path / "a")
+    b = bayes_search(FakeTrial(), SETTINGS, 5, tmp_path / "b")
+    c = bayes_search(FakeTrial(), SETTINGS, 6, tmp_path / "c")
     assert a["lr"].tolist() == b["lr"].tolist()
     assert a["lr"].tolist() != c["lr"].tolist()
     assert len(a) == 6 and a["lr"].between(1e-4, 1e-1).all()
@@ -40,25 +42,38 @@ def test_the_same_seed_gives_the_same_proposals(tmp_path):
 
 
 def test_an_interrupted_search_resumes_without_repeating_trials(tmp_path):
-    whole = bayes_search(FakeTrial(), SETTINGS, 5, tmp_path / "whole/trials.tsv")
-    path = tmp_path / "cut/trials.tsv"
+    whole = bayes_search(FakeTrial(), SETTINGS, 5, tmp_path / "whole")
+    work = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        bayes_search(FakeTrial(die_after=4), SETTINGS, 5, path)
-    assert len(read_tsv(path)) == 4  # finished trials were saved as they finished
+        bayes_search(FakeTrial(die_after=4), SETTINGS, 5, work)
+    assert len(read_tsv(work / "trials.tsv")) == 4  # finished trials were saved as they finished
     rerun = FakeTrial()
-    resumed = bayes_search(rerun, SETTINGS, 5, path)
+    resumed = bayes_search(rerun, SETTINGS, 5, work)
     assert len(rerun.calls) == 2  # only the missing trials ran
     assert resumed["lr"].tolist() == whole["lr"].tolist()
     assert resumed["trial"].tolist() == list(range(1, 7))
+    assert not work.exists()  # a finished search leaves no work folder behind
 
 
 def test_changed_settings_start_the_search_afresh(tmp_path):
-    path = tmp_path / "trials.tsv"
-    bayes_search(FakeTrial(), SETTINGS, 5, path)
+    with pytest.raises(KeyboardInterrupt):
+        bayes_search(FakeTrial(die_after=4), SETTINGS, 5, tmp_path)
     fresh = FakeTrial()
-    narrower = SearchSettings(low=1e-3, high=1e-2, n_calls=3, n_initial_points=2)
-    table = bayes_search(fresh, narrower, 5, path)
+    narrower = SearchSettings.from_config(
+        {"low": 1e-3, "high": 1e-2, "bayes": {"n_calls": 3, "n_initial_points": 2}}
+    )
+    table = bayes_search(fresh, narrower, 5, tmp_path)
     assert len(fresh.calls) == 3 and table["lr"].between(1e-3, 1e-2).all()
+
+
+def test_changed_data_start_the_search_afresh(tmp_path):
+    """Trials of other data (another frame size, say, with the same split)
+    are not taken for this search's."""
+    with pytest.raises(KeyboardInterrupt):
+        bayes_search(FakeTrial(die_after=4), SETTINGS, 5, tmp_path, {"data": {"size": 64}})
+    fresh = FakeTrial()
+    bayes_search(fresh, SETTINGS, 5, tmp_path, {"data": {"size": 112}})
+    assert len(fresh.calls) == 6
 
 
 def test_choice_takes_the_lowest_val_loss_and_skips_diverged_trials():

@@ -1,4 +1,5 @@
-"""Training end to end on tiny shards: outputs, resume after SIGKILL, determinism."""
+"""Training end to end on tiny shards: outputs, resume after SIGKILL, determinism,
+and one-epoch runs of the loss and weighting options."""
 
 import json
 import os
@@ -18,20 +19,30 @@ RUN = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO)
 sys.path.insert(0, {scripts!r})
+from actionrec.pipeline import Data
 from actionrec.train import TrainConfig, train
-cfg = TrainConfig(**json.loads({cfg!r}))
-train({split!r}, {shards!r}, 3, {out!r} + "/model.keras", {out!r} + "/history.tsv",
-      {out!r} + "/work", cfg)
+cfg = TrainConfig.from_config(json.loads({cfg!r}))
+train(Data.of({split!r}, {shards!r}, 3), cfg, {out!r} + "/work",
+      model_path={out!r} + "/model.keras", history_path={out!r} + "/history.tsv")
 """
-CFG = {"max_epochs": 3, "patience": 10, "batch_size": 4, "seed": 5,
-       "augment": {"crop": 0.2, "brightness": 0.1}}  # fmt: skip
+CFG = {
+    "weights": "none",
+    "max_epochs": 3,
+    "patience": 10,
+    "batch_size": 4,
+    "seed": 5,
+    "augment": {"crop": 0.2, "brightness": 0.1},
+}
 
 
 def start(tiny_data, out: Path, **overrides) -> subprocess.Popen:
     code = RUN.format(
-        scripts=str(REPO / "scripts"), cfg=json.dumps({**CFG, **overrides}),
-        split=str(tiny_data["split"]), shards=str(tiny_data["shards"]), out=str(out),
-    )  # fmt: skip
+        scripts=str(REPO / "scripts"),
+        cfg=json.dumps({**CFG, **overrides}),
+        split=str(tiny_data["split"]),
+        shards=str(tiny_data["shards"]),
+        out=str(out),
+    )
     log = open(out / "log.txt", "a")
     return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
 
@@ -39,6 +50,24 @@ def start(tiny_data, out: Path, **overrides) -> subprocess.Popen:
 def finish(proc: subprocess.Popen, out: Path, timeout: int = 600) -> str:
     assert proc.wait(timeout=timeout) == 0, (out / "log.txt").read_text()[-3000:]
     return (out / "log.txt").read_text()
+
+
+def saved_epoch(backup: Path) -> int:
+    try:
+        return json.loads(backup.read_text())["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def kill_after_a_backup(proc: subprocess.Popen, backup: Path) -> int:
+    """SIGKILL the training once ``backup`` records a finished epoch."""
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and saved_epoch(backup) < 1:
+        time.sleep(0.1)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return saved_epoch(backup)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +80,12 @@ def uninterrupted(tiny_data, tmp_path_factory):
 def test_training_writes_model_and_history(uninterrupted):
     history = pd.read_csv(uninterrupted / "history.tsv", sep="\t")
     assert history["epoch"].tolist() == [1, 2, 3]
+    assert (history["stage"] == "full").all() and history["kept"].sum() == 1
     for column in ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"):
         assert history[column].notna().all(), column
     assert np.allclose(history["learning_rate"], 0.0015)
+    # The kept epoch is the one with the lowest val loss.
+    assert history.loc[history["kept"], "val_loss"].item() == history["val_loss"].min()
     assert (uninterrupted / "model.keras").stat().st_size > 1e6
     # The work folder of a finished run is gone: a rerun trains afresh.
     assert not (uninterrupted / "work").exists()
@@ -61,21 +93,7 @@ def test_training_writes_model_and_history(uninterrupted):
 
 def test_sigkill_then_rerun_resumes_from_the_saved_epoch(tiny_data, tmp_path, uninterrupted):
     proc = start(tiny_data, tmp_path)
-    backup = tmp_path / "work/backup/training_metadata.json"
-
-    def saved_epoch() -> int:
-        try:
-            return json.loads(backup.read_text())["epoch"]
-        except (OSError, ValueError):
-            return 0
-
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and saved_epoch() < 1:
-        time.sleep(0.1)
-    assert proc.poll() is None, "training ended before it could be interrupted"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = saved_epoch()
+    done = kill_after_a_backup(proc, tmp_path / "work/full/backup/training_metadata.json")
     assert 1 <= done < 3 and not (tmp_path / "model.keras").exists()
 
     log = finish(start(tiny_data, tmp_path), tmp_path)
@@ -88,8 +106,7 @@ def test_sigkill_then_rerun_resumes_from_the_saved_epoch(tiny_data, tmp_path, un
     # Every epoch, before and after the kill, is that of an uninterrupted run with the
     # same seeds, and so is the saved model.
     whole = pd.read_csv(uninterrupted / "history.tsv", sep="\t")
-    columns = ["loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
-    pd.testing.assert_frame_equal(history[columns], whole[columns])
+    pd.testing.assert_frame_equal(history.drop(columns="seconds"), whole.drop(columns="seconds"))
     assert_same_weights(tmp_path / "model.keras", uninterrupted / "model.keras")
 
 
@@ -110,3 +127,51 @@ def test_same_config_and_seed_give_the_same_weights(tiny_data, tmp_path, uninter
         pd.read_csv(uninterrupted / "history.tsv", sep="\t").drop(columns="seconds"),
     )
     assert_same_weights(tmp_path / "model.keras", uninterrupted / "model.keras")
+
+
+def one_epoch(tiny_data, tmp_path, **options):
+    from actionrec.train import TrainConfig, train
+
+    cfg = TrainConfig.from_config(
+        {"backbone": "smallcnn", "weights": "none", "max_epochs": 1, "batch_size": 4, **options}
+    )
+    return train(tiny_data["data"], cfg, tmp_path / "work")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"class_weights": True}, {"loss": "focal", "focal_gamma": 2.0}, {"monitor": "val_accuracy"}],
+    ids=["class_weights", "focal", "monitor_val_accuracy"],
+)
+def test_training_options_run_an_epoch(tiny_data, tmp_path, options):
+    model, history = one_epoch(tiny_data, tmp_path, **options)
+    assert len(history) == 1 and np.isfinite(history["loss"]).all()
+    assert model.output_shape == (None, 3)
+
+
+def test_a_diverging_run_stops_with_advice(tiny_data, tmp_path):
+    with pytest.raises(FloatingPointError, match="lower train.lr"):
+        one_epoch(tiny_data, tmp_path, lr=1e12)
+
+
+def test_focal_loss_weighs_easy_clips_less():
+    import keras
+
+    from actionrec.train import TrainConfig, make_loss
+
+    y = np.array([[1.0, 0.0], [0.0, 1.0]])
+    p = np.array([[0.9, 0.1], [0.4, 0.6]])
+    focal = make_loss(TrainConfig.from_config({"loss": "focal", "focal_gamma": 2.0}))
+    plain = keras.losses.CategoricalCrossentropy(reduction=None)(y, p)
+    per_clip = keras.losses.CategoricalFocalCrossentropy(gamma=2.0, reduction=None)(y, p)
+    # The easy clip (0.9) loses a larger share of its loss than the hard one.
+    ratio = np.asarray(per_clip) / np.asarray(plain)
+    assert ratio[0] < ratio[1]
+    assert float(focal(y, p)) == pytest.approx(float(np.mean(per_clip)), rel=1e-5)
+
+
+def test_balanced_class_weights_follow_the_counts():
+    from actionrec.train import balanced_class_weights
+
+    weights = balanced_class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0), 2: 1.0}

@@ -151,10 +151,10 @@ def test_backbone_comparison_is_part_of_the_run(tiny_run):
     summary = read_tsv(compare / "summary.tsv")
     assert summary["backbone"].tolist() == ["smallcnn"] * 2
     assert summary["head"].tolist() == ["average", "gru"]
-    assert (compare / "smallcnn-gru/metrics.json").exists()
+    assert (compare / "smallcnn/gru/metrics.json").exists()
     assert (summary["flops_per_frame"] > 0).all() and (summary["parameters"] > 0).all()
     assert summary["test_accuracy"].between(0, 1).all()
-    metrics = json.loads((compare / "smallcnn/metrics.json").read_text())
+    metrics = json.loads((compare / "smallcnn/average/metrics.json").read_text())
     assert metrics["epochs"] == 1 and metrics["split_method"] == "group"
     assert metrics["peak_memory_mb"] > 0 and metrics["inference_clips_per_second"] > 0
     assert "says nothing about the original claim" in (compare / "summary.md").read_text()

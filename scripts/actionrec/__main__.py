@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.top < 1:
         print("error: --top must be at least 1", file=sys.stderr)
         return 2
-    from .evaluate import read_classes
+    from .manifest import read_classes
     from .predict import find_videos, predict_videos
     from .tables import write_tsv
 

@@ -9,20 +9,23 @@ come from its layers, the peak memory from the process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import platform
 import resource
-import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from .catalog import backbone_key
 from .tables import read_tsv
+
+if TYPE_CHECKING:
+    from .pipeline import Data
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,10 @@ log = logging.getLogger(__name__)
 SIMILAR_ACCURACY = 0.05
 
 
-def _conv_flops(layer, out_shape) -> int:
+def _conv_flops(layer) -> int:
     from keras import layers
 
-    h, w = int(out_shape[1]), int(out_shape[2])
+    h, w = int(layer.output.shape[1]), int(layer.output.shape[2])
     kh, kw = layer.kernel_size
     if isinstance(layer, layers.DepthwiseConv2D):
         cin = int(layer.kernel.shape[2])
@@ -49,10 +52,12 @@ def flops_per_frame(model) -> int:
     published figures)."""
     from keras import layers
 
+    from .model import all_layers
+
     total = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(model):
         if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
-            total += _conv_flops(layer, layer.output.shape)
+            total += _conv_flops(layer)
         elif isinstance(layer, layers.Dense) and layer.built and layer.trainable:
             total += 2 * int(np.prod(layer.kernel.shape))
     return total
@@ -87,21 +92,21 @@ def peak_memory_mb() -> float:
 
 
 def compare_backbone(
-    backbone: str,
-    split_tsv: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    num_classes: int,
+    data: Data,
     train_section: dict,
-    seed: int,
+    *,
     epochs: int,
     train_fraction: float,
     out_history: str | os.PathLike,
     out_metrics: str | os.PathLike,
     work_dir: str | os.PathLike,
+    split_method: str,
+    seed: int,
     threads: int | None = None,
-    split_method: str = "",
 ) -> dict:
-    import keras
+    """Train the model the train section describes (its backbone and head
+    set by the caller) for ``epochs`` epochs per stage, best weights kept,
+    then measure it on the test split."""
     from sklearn.metrics import f1_score
 
     from .evaluate import predict_split
@@ -109,37 +114,40 @@ def compare_backbone(
     from .train import TrainConfig, train
 
     cfg = TrainConfig.from_config(
-        {**train_section, "backbone": backbone, "max_epochs": epochs, "patience": epochs,
-         "train_fraction": train_fraction},
+        train_section,
+        max_epochs=epochs,
+        patience=epochs,
+        finetune={**train_section.get("finetune", {}), "max_epochs": epochs},
+        train_fraction=train_fraction,
         seed=seed,
-    )  # fmt: skip
+    )
     work_dir = Path(work_dir)
-    model_path = work_dir / "model.keras"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    history = train(
-        split_tsv, shard_dir, num_classes, model_path, out_history, work_dir / "state", cfg,
-        threads,
-    )  # fmt: skip
-    model = keras.saving.load_model(model_path)
+    model, history = train(data, cfg, work_dir, history_path=out_history, threads=threads)
     frames, size = model.input_shape[1:3]
     # Warm up (trace) on one batch, then time the whole test split.
     model.predict_on_batch(np.zeros((1, frames, size, size, 3), np.uint8))
     start = time.perf_counter()
-    clips, probs = predict_split(model, split_tsv, shard_dir, "test", num_classes, 8)
+    clips, probs = predict_split(model, data, "test", 8)
     inference = len(clips) / (time.perf_counter() - start)
     true, pred = clips["label"].to_numpy(), probs.argmax(axis=1)
-    best = history.loc[history["val_loss"].idxmin()]
-    seconds = history["seconds"].to_numpy(float)
+    kept = history.loc[history["kept"]].iloc[0]
+    # Epochs that trained the backbone (from scratch, or fine-tuning) tell the
+    # training speed; with a frozen backbone only the head trained.
+    backbone_epochs = history[history["stage"] != "frozen"]
+    timed = backbone_epochs if len(backbone_epochs) else history
+    seconds = timed["seconds"].to_numpy(float)
     metrics = {
-        "backbone": backbone,
+        "backbone": backbone_key(cfg.backbone),
         "head": cfg.head,
+        "weights": cfg.weights,
+        "stages": ", ".join(history["stage"].unique()),
         "split_method": split_method,
         "hardware": hardware(),
         "lr": cfg.lr,
-        "classes": int(num_classes),
+        "classes": int(data.num_classes),
         "epochs": int(len(history)),
-        "best_epoch": int(best["epoch"]),
-        "val_accuracy": round(float(best["val_accuracy"]), 4),
+        "best_epoch": int(kept["epoch"]),
+        "val_accuracy": round(float(kept["val_accuracy"]), 4),
         "test_accuracy": round(float((true == pred).mean()), 4),
         "test_macro_f1": round(float(f1_score(true, pred, average="macro", zero_division=0.0)), 4),
         "parameters": int(model.count_params()),
@@ -147,21 +155,24 @@ def compare_backbone(
         "flops_per_frame": flops_per_frame(backbone_of(model)),
         "frames": int(frames),
         "size": int(size),
+        "backbone_trained": bool(len(backbone_epochs)),
         # The first epoch includes tracing the model: the mean is over the others when any.
         "train_seconds_per_epoch": round(
             float(seconds[1:].mean() if len(seconds) > 1 else seconds[0]), 2
         ),
-        "train_seconds_total": round(float(seconds.sum()), 1),
+        "train_seconds_total": round(float(history["seconds"].sum()), 1),
         "inference_clips_per_second": round(inference, 2),
         "peak_memory_mb": peak_memory_mb(),
     }
     with open(out_metrics, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):  # the last job to finish removes the empty parent
-        work_dir.parent.rmdir()
-    log.info("%s: test accuracy %.4f, %.1f s/epoch", backbone, metrics["test_accuracy"],
-             metrics["train_seconds_per_epoch"])  # fmt: skip
+    log.info(
+        "%s/%s: test accuracy %.4f, %.1f s/epoch",
+        metrics["backbone"],
+        cfg.head,
+        metrics["test_accuracy"],
+        metrics["train_seconds_per_epoch"],
+    )
     return metrics
 
 

@@ -9,34 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from .tables import read_tsv, write_tsv
+from .tables import write_tsv
+
+if TYPE_CHECKING:
+    from .pipeline import Data
 
 log = logging.getLogger(__name__)
-
-
-def class_names(manifest: pd.DataFrame) -> list[str]:
-    """Class names indexed by label."""
-    pairs = manifest[["label", "class"]].drop_duplicates().sort_values("label")
-    if pairs["label"].duplicated().any():
-        raise ValueError("the manifest gives one label two class names")
-    names = dict(zip(pairs["label"], pairs["class"], strict=True))
-    return [names.get(i, f"class_{i}") for i in range(int(pairs["label"].max()) + 1)]
-
-
-def read_classes(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line in label order (results/final/classes.txt)."""
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
-
-
-def write_classes(names: list[str], path: str | os.PathLike) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{n}\n" for n in names)
 
 
 def format_top(probs: np.ndarray, names: list[str], k: int) -> str:
@@ -111,44 +95,38 @@ def summary_metrics(
 
 
 def predict_split(
-    model, split_tsv: str | os.PathLike, shard_dir: str | os.PathLike, split: str,
-    num_classes: int, batch_size: int = 8,
-) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
+    model, data: Data, split: str, batch_size: int = 8
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The clips of one split (split.tsv order) and the model's probabilities."""
     from .pipeline import clip_table, make_dataset
 
-    clips = clip_table(split_tsv, split)
-    ds = make_dataset(split_tsv, shard_dir, split, num_classes, batch_size).map(lambda x, y: x)
+    clips = clip_table(data.split, split)
+    ds = make_dataset(data, split, batch_size).map(lambda x, y: x)
     probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
     return clips, probs
 
 
 def evaluate(
     model_path: str | os.PathLike,
-    split_tsv: str | os.PathLike,
-    manifest_tsv: str | os.PathLike,
-    leakage_json: str | os.PathLike,
-    shard_dir: str | os.PathLike,
+    data: Data,
+    split_info: dict,
+    *,
     out_predictions: str | os.PathLike,
     out_per_class: str | os.PathLike,
     out_metrics: str | os.PathLike,
+    names: list[str],
     top: int = 5,
     batch_size: int = 8,
 ) -> dict:
     """Classify the test split with the saved model and write the three tables."""
     import keras
 
-    names = class_names(read_tsv(manifest_tsv))
     model = keras.saving.load_model(model_path)
-    clips, probs = predict_split(model, split_tsv, shard_dir, "test", len(names), batch_size)
-    if len(clips) == 0:
-        raise ValueError(f"{split_tsv} has no test clips to evaluate")
+    clips, probs = predict_split(model, data, "test", batch_size)
     log.info("classified %d test clips", len(clips))
     predictions = prediction_table(clips, probs, names, top)
     true = clips["label"].to_numpy()
     pred = probs.argmax(axis=1)
-    with open(leakage_json, encoding="utf-8") as f:
-        split_info = json.load(f)
     metrics = summary_metrics(predictions, true, pred, split_info)
     write_tsv(predictions, out_predictions)
     write_tsv(per_class_table(true, pred, names), out_per_class)

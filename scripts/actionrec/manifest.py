@@ -143,3 +143,23 @@ def build_manifest(
     if ungrouped:
         log.warning("%d clips without a group in their name", ungrouped)
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def class_names(manifest: pd.DataFrame) -> list[str]:
+    """Class names indexed by label."""
+    pairs = manifest[["label", "class"]].drop_duplicates().sort_values("label")
+    if pairs["label"].duplicated().any():
+        raise ValueError("the manifest gives one label two class names")
+    names = dict(zip(pairs["label"], pairs["class"], strict=True))
+    return [names.get(i, f"class_{i}") for i in range(int(pairs["label"].max()) + 1)]
+
+
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line in label order (results/final/classes.txt)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def write_classes(names: list[str], path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{n}\n" for n in names)

@@ -1,40 +1,38 @@
-"""The video classifier: a per-frame image backbone inside TimeDistributed,
+"""The video classifier: a per-frame image backbone applied to every frame,
 followed by a temporal head.
 
 The model takes raw uint8 clips ``[batch, T, S, S, 3]`` (RGB) and returns class
-probabilities. Each backbone's preprocessing is part of the model, built from
-stock Keras layers only, so a saved ``.keras`` file classifies clips with
-nothing but Keras.
+probabilities. It holds two named parts: ``backbone`` (0..255 float frames in,
+features out, its preprocessing inside) and ``head`` (the frames' features in,
+probabilities out), so that a head trained on cached features drops into the
+clip model unchanged. Everything is built from stock Keras layers, so a saved
+``.keras`` file classifies clips with nothing but Keras.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-BACKBONES = {
-    # name: (constructor, needs explicit preprocessing)
-    "efficientnetb0": ("EfficientNetB0", False),
-    "resnet50": ("ResNet50", True),
-    "mobilenetv3small": ("MobileNetV3Small", False),
-    "efficientnetv2b0": ("EfficientNetV2B0", False),
-    # Four conv blocks, ~0.1 M parameters: for tests and quick checks, not a result.
-    "smallcnn": (None, False),
-}
-HEADS = ("average", "temporal_conv", "gru", "attention", "conv3d")
+from .catalog import BACKBONES, CAFFE_INPUT, HEADS, MAP_HEADS, NORMS, is_backbone_file
+
 # Width of the order-aware heads.
 HEAD_UNITS = 128
-NORMS = ("batch", "group")
 # Channels per group of GroupNormalization: every backbone here has channel
 # counts divisible by 8.
 NORM_GROUPS = 8
 # Caffe-style preprocessing of keras.applications.resnet50: RGB -> BGR, then
 # subtract the ImageNet mean of each BGR channel.
 _RESNET_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype="float32")
+# A block of a backbone: the layers whose names share this prefix
+# (EfficientNet's block6a, ResNet's conv5_block3, MobileNet's expanded_conv_4).
+_BLOCK = re.compile(r"conv\d+_block\d+|expanded_conv(?:_\d+)?|[^_]+")
 
 
 def resolve_weights(weights: str | None) -> str | None:
@@ -49,6 +47,13 @@ def resolve_weights(weights: str | None) -> str | None:
             "or the path of a backbone weights file (without top)"
         )
     return str(weights)
+
+
+def all_layers(model: keras.Layer) -> Iterator[keras.Layer]:
+    """Every layer inside ``model``, depth first, nested models included."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from all_layers(layer)
 
 
 def caffe_preprocessing(name: str = "caffe_preprocessing") -> layers.Dense:
@@ -66,14 +71,10 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
     inside ``model``; returns how many there are. Keras's 0.99 suits
     fine-tuning; from scratch on small data the moving statistics lag far
     behind the weights for many epochs, and validation scores sit at chance."""
-    count = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.momentum = momentum
-            count += 1
-        elif isinstance(layer, keras.Model):
-            count += set_bn_momentum(layer, momentum)
-    return count
+    norms = [layer for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = momentum
+    return len(norms)
 
 
 def with_group_norm(net: keras.Model) -> keras.Model:
@@ -108,7 +109,8 @@ def with_group_norm(net: keras.Model) -> keras.Model:
 
 def small_cnn(size: int, pooling: str | None = "avg") -> keras.Model:
     """Four 3x3 conv blocks (32-64-128-128 channels, group norm, ReLU, 2x2
-    max pooling): a small backbone for tests and quick checks."""
+    max pooling, about 0.24 M parameters): a small backbone for tests and
+    quick checks."""
     frame = keras.Input((size, size, 3))
     x = layers.Rescaling(1.0 / 255)(frame)
     for i, width in enumerate((32, 64, 128, 128)):
@@ -121,6 +123,96 @@ def small_cnn(size: int, pooling: str | None = "avg") -> keras.Model:
     return keras.Model(frame, x, name="smallcnn")
 
 
+def load_backbone_file(path: str | Path, size: int, pooled: bool = True) -> keras.Model:
+    """A backbone from a Keras model file: RGB frames 0..255 in
+    ``[None, H, W, 3]`` (H and W free or equal to ``size``), and out either a
+    feature vector per frame or a feature map (pooled here when ``pooled``).
+
+    Loaded with Keras's safe mode on: a file that carries Python code (a
+    Lambda layer) is refused rather than run."""
+    path = Path(path)
+    fix = "set train.backbone to a backbone name or to a Keras model file (.keras)"
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone file {path} not found; {fix}")
+    try:
+        net = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as err:
+        if "safe_mode" in str(err):
+            raise ValueError(
+                f"backbone file {path} holds Python code (a Lambda layer or a custom function) "
+                "that Keras runs only with safe mode off, and this workflow does not run code "
+                "from model files; rebuild the backbone from stock Keras layers and save it "
+                f"again ({err})"
+            ) from err
+        raise ValueError(
+            f"backbone file {path} does not load as a Keras model ({err}); {fix}"
+        ) from err
+    except Exception as err:  # a zip that is no model, a class Keras does not know
+        raise ValueError(
+            f"backbone file {path} does not load as a Keras model ({type(err).__name__}: "
+            f"{err}); {fix}"
+        ) from err
+    if len(net.inputs) != 1 or len(net.outputs) != 1:
+        raise ValueError(
+            f"backbone file {path} has {len(net.inputs)} inputs and {len(net.outputs)} "
+            "outputs; a backbone takes one batch of frames and returns one feature tensor"
+        )
+    shape_in, shape_out = tuple(net.inputs[0].shape), tuple(net.outputs[0].shape)
+    if len(shape_in) != 4 or shape_in[-1] != 3:
+        raise ValueError(
+            f"backbone file {path} takes input of shape {shape_in}; a backbone takes RGB "
+            "frames [batch, height, width, 3] with values 0..255"
+        )
+    if any(side not in (None, size) for side in shape_in[1:3]):
+        raise ValueError(
+            f"backbone file {path} takes {shape_in[1]}x{shape_in[2]} frames, but the shards "
+            f"hold {size}x{size}; set extract.size to {shape_in[1]}, or save the backbone "
+            "with a free input size (None, None, 3)"
+        )
+    if len(shape_out) not in (2, 4):
+        raise ValueError(
+            f"backbone file {path} returns shape {shape_out}; a backbone returns a feature "
+            "vector [batch, features] or a feature map [batch, h, w, channels] per frame"
+        )
+    if not pooled and len(shape_out) == 2:
+        raise ValueError(
+            f"backbone file {path} returns one feature vector per frame {shape_out}, but "
+            f"head {'/'.join(MAP_HEADS)} needs a feature map [h, w, channels]: choose another "
+            "train.head, or a backbone file that ends in its last feature map"
+        )
+    if None in shape_in[1:3]:
+        # The same network at this size, so that every layer's shape is known.
+        fixed = keras.models.clone_model(net, input_tensors=keras.Input((size, size, 3)))
+        fixed.set_weights(net.get_weights())
+        net = fixed
+    if pooled and len(shape_out) == 4:
+        net = keras.Model(net.input, layers.GlobalAveragePooling2D()(net.output), name=net.name)
+    return net
+
+
+def load_weights_file(net: keras.Model, weights: str, name: str) -> None:
+    """Load a weights file into a backbone, naming the file when it does not fit."""
+    try:
+        net.load_weights(weights)
+    except Exception as err:
+        raise ValueError(
+            f"weights file {weights} does not fit backbone {name} ({err}); name a weights "
+            f"file saved from {name} without top (e.g. by rule fetch_weights), or set "
+            "train.weights to imagenet or none"
+        ) from err
+
+
+def fetch_imagenet_weights(name: str, path: str | Path) -> None:
+    """Download a keras.applications backbone's ImageNet weights (without
+    top) and save them as a weights file that ``train.weights`` can name."""
+    constructor = BACKBONES.get(name)
+    if constructor is None:
+        raise ValueError(f"{name!r} has no ImageNet weights; choose one of {sorted(BACKBONES)}")
+    net = getattr(keras.applications, constructor)(include_top=False, weights="imagenet")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    net.save_weights(path)
+
+
 def build_backbone(
     name: str,
     size: int,
@@ -131,56 +223,66 @@ def build_backbone(
 ) -> keras.Model:
     """A backbone named ``backbone``: 0-255 float frames in, features out
     (globally average pooled, or the last feature map when not ``pooled``),
-    no top."""
-    if name not in BACKBONES:
-        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, not {name!r}")
+    no top. ``name`` is a backbone of :data:`BACKBONES` or a model file."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
-    weights = resolve_weights(weights)
-    if norm == "group" and weights is not None:
-        raise ValueError(
-            "norm: group replaces the backbone's batch norm and trains it from scratch; "
-            f"set train.weights to none, or train.norm to batch to use {weights!r}"
-        )
-    constructor, explicit = BACKBONES[name]
-    pooling = "avg" if pooled else None
-    if constructor is None:
+    if is_backbone_file(name):
+        if str(weights) == "imagenet":
+            raise ValueError(
+                f"backbone file {name} brings its own weights; set train.weights to none "
+                "(or to a weights file for this model)"
+            )
+        if norm == "group":
+            raise ValueError(f"norm: group rebuilds keras.applications backbones, not {name}")
+        net = load_backbone_file(name, size, pooled)
+        weights = resolve_weights(weights)
         if weights is not None:
-            raise ValueError(f"backbone {name} has no pretrained weights; set train.weights: none")
-        net = small_cnn(size, pooling)
+            load_weights_file(net, weights, name)
     else:
-        kwargs = {"include_top": False, "weights": weights, "pooling": pooling}
-        net = getattr(keras.applications, constructor)(input_shape=(size, size, 3), **kwargs)
-    if norm == "group" and constructor is not None:
-        net = with_group_norm(net)
-    elif bn_momentum is not None:
+        if name not in BACKBONES:
+            raise ValueError(
+                f"backbone must be one of {sorted(BACKBONES)} or a Keras model file "
+                f"(.keras), not {name!r}"
+            )
+        weights = resolve_weights(weights)
+        if norm == "group" and weights is not None:
+            raise ValueError(
+                "norm: group replaces the backbone's batch norm and trains it from scratch; "
+                f"set train.weights to none, or train.norm to batch to use {weights!r}"
+            )
+        constructor = BACKBONES[name]
+        if constructor is None:
+            if weights is not None:
+                raise ValueError(f"backbone {name} has no pretrained weights; set weights: none")
+            net = small_cnn(size, pooling=None)
+        else:
+            net = getattr(keras.applications, constructor)(
+                input_shape=(size, size, 3),
+                include_top=False,
+                weights="imagenet" if weights == "imagenet" else None,
+            )
+            if weights not in (None, "imagenet"):
+                load_weights_file(net, weights, name)
+        if norm == "group" and constructor is not None:
+            net = with_group_norm(net)
+        if pooled:
+            net = keras.Model(net.input, layers.GlobalAveragePooling2D()(net.output), name=name)
+    if bn_momentum is not None:
         set_bn_momentum(net, bn_momentum)
     frame = keras.Input((size, size, 3), name="frame")
-    x = caffe_preprocessing()(frame) if explicit else frame
+    x = caffe_preprocessing()(frame) if name in CAFFE_INPUT else frame
     return keras.Model(frame, net(x), name="backbone")
 
 
-def build_model(
+def build_head(
     num_classes: int,
     frames: int,
-    size: int,
-    backbone: str = "efficientnetb0",
+    features: tuple[int, ...],
     head: str = "average",
-    weights: str | None = None,
     dropout: float = 0.0,
-    bn_momentum: float | None = None,
-    norm: str = "batch",
 ) -> keras.Model:
-    """Clip classifier with input uint8 ``[batch, frames, size, size, 3]``.
-
-    The backbone sees every frame on its own, with the same weights, as
-    TimeDistributed would apply it; batch and time are merged into one axis
-    instead, because Keras 3's TimeDistributed unrolls a loop over time, which
-    on CPU traces about 4x and trains about 1.7x slower (and batch norm then
-    sees B x T frames at once rather than B).
-
-    Heads (all from stock Keras layers and ops, so saved models load with
-    Keras alone):
+    """The head, named ``head``: float features ``[batch, frames, *features]``
+    in (a vector per frame, or a feature map for conv3d), probabilities out.
 
     - ``average`` (the original architecture): Dense(num_classes) on each
       frame's pooled features, averaged over time, softmax. Blind to temporal
@@ -198,18 +300,11 @@ def build_model(
         raise ValueError(f"head must be one of {HEADS}, not {head!r}")
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
-    clip = keras.Input((frames, size, size, 3), dtype="uint8", name="frames")
-    x = layers.Rescaling(1.0, name="to_float")(clip)  # uint8 -> float, values unchanged
-    x = ops.reshape(x, (-1, size, size, 3))  # [B*T, S, S, 3]
-    net = build_backbone(backbone, size, weights, bn_momentum, norm, pooled=head != "conv3d")
-    x = net(x)
+    inputs = keras.Input((frames, *features), name="features")
     if head == "conv3d":
-        x = ops.reshape(x, (-1, frames, *x.shape[1:]))  # [B, T, h, w, C]
-        x = _conv3d_head(x, dropout)
+        x = _conv3d_head(inputs, dropout)
     else:
-        x = ops.reshape(x, (-1, frames, x.shape[-1]))  # [B, T, F]
-        if dropout > 0:
-            x = layers.Dropout(dropout, name="dropout")(x)
+        x = layers.Dropout(dropout, name="dropout")(inputs) if dropout > 0 else inputs
         x = _HEAD_BUILDERS[head](x, frames)
     if head == "average":
         logits = layers.Dense(num_classes, name="frame_logits")(x)
@@ -218,7 +313,42 @@ def build_model(
         logits = layers.Dense(num_classes, name="logits")(x)
     # float32 output, also under mixed precision, for a stable softmax and loss.
     out = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(clip, out, name=f"{backbone}_{head}")
+    return keras.Model(inputs, out, name="head")
+
+
+def assemble(backbone: keras.Model, head: keras.Model, frames: int, size: int) -> keras.Model:
+    """The clip model: uint8 ``[batch, frames, size, size, 3]`` in, the
+    backbone on every frame, the head on the frames' features.
+
+    The backbone sees every frame on its own, with the same weights, as
+    TimeDistributed would apply it; batch and time are merged into one axis
+    instead, because Keras 3's TimeDistributed unrolls a loop over time, which
+    on CPU traces about 4x and trains about 1.7x slower."""
+    clip = keras.Input((frames, size, size, 3), dtype="uint8", name="frames")
+    x = layers.Rescaling(1.0, name="to_float")(clip)  # uint8 -> float, values unchanged
+    x = ops.reshape(x, (-1, size, size, 3))  # [B*T, S, S, 3]
+    x = backbone(x)
+    x = ops.reshape(x, (-1, frames, *x.shape[1:]))  # [B, T, F] or [B, T, h, w, C]
+    return keras.Model(clip, head(x), name="clip_classifier")
+
+
+def build_model(
+    num_classes: int,
+    frames: int,
+    size: int,
+    backbone: str = "efficientnetb0",
+    head: str = "average",
+    weights: str | None = None,
+    dropout: float = 0.0,
+    bn_momentum: float | None = None,
+    norm: str = "batch",
+) -> keras.Model:
+    """Clip classifier with input uint8 ``[batch, frames, size, size, 3]``."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, not {head!r}")
+    net = build_backbone(backbone, size, weights, bn_momentum, norm, pooled=head not in MAP_HEADS)
+    features = tuple(int(d) for d in net.output.shape[1:])
+    return assemble(net, build_head(num_classes, frames, features, head, dropout), frames, size)
 
 
 def _temporal_conv_head(x, frames: int):
@@ -264,5 +394,42 @@ _HEAD_BUILDERS = {
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
-    """The per-frame network inside the clip model (for freezing it)."""
+    """The per-frame network inside the clip model."""
     return model.get_layer("backbone")
+
+
+def head_of(model: keras.Model) -> keras.Model:
+    """The head inside the clip model: frame features in, probabilities out."""
+    return model.get_layer("head")
+
+
+def block_of(layer_name: str) -> str:
+    """The block a backbone layer belongs to, by its name's prefix."""
+    return _BLOCK.match(layer_name).group(0)
+
+
+def set_backbone_trainable(
+    model: keras.Model, blocks: int | str, train_batch_norm: bool = False
+) -> int:
+    """Unfreeze the backbone's top ``blocks`` blocks (``all``: every layer; 0:
+    none). Every BatchNormalization stays frozen, and so runs in inference
+    mode with its pretrained statistics, unless ``train_batch_norm``: with a
+    few clips of near-identical frames per batch, batch statistics would wreck
+    the pretrained features. Returns how many backbone weights train."""
+    backbone = backbone_of(model)
+    backbone.trainable = blocks != 0
+    if blocks == 0:
+        return 0
+    # The pretrained network; the wrapper around it holds only fixed preprocessing.
+    net = [layer for layer in backbone.layers if isinstance(layer, keras.Model)][-1]
+    for layer in backbone.layers:
+        layer.trainable = layer is net
+    inner = [layer for layer in all_layers(net) if not isinstance(layer, keras.Model)]
+    weighted = [layer for layer in inner if layer.weights]
+    order = list(dict.fromkeys(block_of(layer.name) for layer in weighted))
+    chosen = set(order) if blocks == "all" else set(order[-int(blocks) :])
+    for layer in inner:
+        norm = isinstance(layer, layers.BatchNormalization) and not train_batch_norm
+        frozen = norm or block_of(layer.name) not in chosen
+        layer.trainable = not frozen
+    return len(backbone.trainable_weights)

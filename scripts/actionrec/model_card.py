@@ -28,6 +28,27 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+STAGE_TEXT = {
+    "full": "end to end from the start weights",
+    "frozen": "the head alone on the frozen pretrained backbone (batch norm in inference mode)",
+    "finetune": "{blocks} unfrozen at learning rate {lr:.4g}, batch norm {batch_norm}",
+}
+
+
+def _stages(history: pd.DataFrame, train: dict, lr: float) -> str:
+    finetune = train.get("finetune", {})
+    lines = []
+    for stage, epochs in history.groupby("stage", sort=False).size().items():
+        blocks = finetune.get("blocks")
+        text = STAGE_TEXT[stage].format(
+            blocks="the whole backbone" if blocks == "all" else f"the top {blocks} block(s)",
+            lr=lr * float(finetune.get("lr_factor", 1.0)),
+            batch_norm=finetune.get("batch_norm"),
+        )
+        lines.append(f"- Stage `{stage}`, {epochs} epoch(s): {text}.")
+    return "\n".join(lines)
+
+
 def write_model_card(
     path: str | os.PathLike,
     metrics_json: str | os.PathLike,
@@ -47,7 +68,7 @@ def write_model_card(
     history = read_tsv(history_tsv)
     manifest = read_tsv(manifest_tsv)
     train, extract = config["train"], config["extract"]
-    best = history.loc[history["val_loss"].idxmin()]
+    best = history.loc[history["kept"]].iloc[0]
     data = config["data"].get("root") or "the built-in synthetic demo (results/demo/UCF-101)"
     top_key = next(k for k in metrics if k.startswith("top") and k.endswith("_accuracy"))
     fractions = "/".join(f"{v:g}" for v in split["fractions"].values()) if split.get(
@@ -56,6 +77,7 @@ def write_model_card(
     weak = per_class.iloc[::-1].head(shown)[cols]
     strong = per_class.head(shown)[cols]
     head = train["head"]
+    monitor = train.get("monitor", "val_loss").replace("_", " ")
     if best_lr_json:
         with open(best_lr_json, encoding="utf-8") as f:
             chosen = json.load(f)
@@ -87,12 +109,13 @@ def write_model_card(
 
 ## Training
 - Adam, learning rate {lr:.4g} ({lr_source});
-  batch size {train["batch_size"]}; up to {
-        train["max_epochs"]
-    } epochs; early stopping on val loss with patience {train["patience"]}, best weights kept.
+  batch size {train["batch_size"]}; early stopping on {monitor} with patience {
+        train["patience"]
+    }, best weights kept.
+{_stages(history, train, lr)}
 - Loss `{train["loss"]}`; class weights {"on" if train["class_weights"] else "off"};
   dropout {train["dropout"]}; augmentation: {_augmentation(train["augment"])}.
-- Trained {len(history)} epochs; kept epoch {int(best["epoch"])}: val loss
+- Trained {len(history)} epochs; kept epoch {int(best["epoch"])} ({best["stage"]}): val loss
   {best["val_loss"]:.4f}, val accuracy {best["val_accuracy"]:.4f}.
 
 ## Results on the test split ({metrics["test_clips"]} clips, `{metrics["split_method"]}` split)

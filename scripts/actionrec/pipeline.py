@@ -8,8 +8,10 @@ in a fixed order, unaugmented.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,38 @@ class Augment:
         return bool(self.crop or self.flip or self.brightness or self.contrast or self.low_light)
 
 
+@dataclass(frozen=True)
+class Data:
+    """What one training reads: the split table, the shard files (by name, as
+    split.tsv's ``shard`` column names them), the class count and, when the
+    backbone's features are cached, the feature shards of the same names."""
+
+    split: Path
+    shards: dict[str, Path]
+    num_classes: int
+    features: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        split: str | os.PathLike,
+        shards: Iterable[str | os.PathLike] | str | os.PathLike,
+        num_classes: int,
+        features: Iterable[str | os.PathLike] | str | os.PathLike = (),
+    ) -> Data:
+        """From a rule's files (lists of paths) or from folders of them."""
+        return cls(Path(split), _by_name(shards), int(num_classes), _by_name(features))
+
+    def with_features(self, features: Iterable[str | os.PathLike]) -> Data:
+        return Data(self.split, self.shards, self.num_classes, _by_name(features))
+
+
+def _by_name(files) -> dict[str, Path]:
+    if isinstance(files, (str, os.PathLike)):
+        files = sorted(Path(files).glob("shard-*.h5"))
+    return {Path(f).name: Path(f) for f in files}
+
+
 @dataclass
 class ShardReader:
     """Reads clip ``index`` of shard ``shard`` as uint8 [T, S, S, 3].
@@ -47,8 +81,7 @@ class ShardReader:
     Keeps one open h5py file per shard and thread (h5py file objects are not
     shared between threads)."""
 
-    shard_dir: Path
-    shards: list[str]
+    paths: list[Path]
     _local: threading.local = field(default_factory=threading.local)
 
     def read(self, shard: int, index: int) -> np.ndarray:
@@ -57,7 +90,7 @@ class ShardReader:
             files = self._local.files = {}
         f = files.get(shard)
         if f is None:
-            f = files[shard] = h5py.File(self.shard_dir / self.shards[shard], "r")
+            f = files[shard] = h5py.File(self.paths[shard], "r")
         return f["frames"][index]  # a slice: one chunk, no fancy indexing
 
 
@@ -69,10 +102,45 @@ def clip_table(split_tsv: str | os.PathLike, split: str) -> pd.DataFrame:
     return part
 
 
-def shard_geometry(shard_dir: str | os.PathLike, shard: str) -> tuple[int, int]:
+def shard_geometry(shard: str | os.PathLike) -> tuple[int, int]:
     """(T, S) of the clips in a shard, from its attributes."""
-    with h5py.File(Path(shard_dir) / shard, "r") as f:
+    with h5py.File(shard, "r") as f:
         return int(f.attrs["frames"]), int(f.attrs["size"])
+
+
+def _shard_file(files: dict[str, Path], name: str, what: str) -> Path:
+    if name not in files:
+        raise FileNotFoundError(f"split.tsv names {what} {name}, which is not among the inputs")
+    return files[name]
+
+
+def load_features(data: Data, table: pd.DataFrame) -> np.ndarray:
+    """The cached per-frame features of ``table``'s clips, in its order,
+    float16 ``[n, T, F]``: each feature shard read whole once (features are
+    small), its clips picked in memory."""
+    out = None
+    for name, rows in table.groupby("shard", sort=True):
+        with h5py.File(_shard_file(data.features, name, "feature shard"), "r") as f:
+            block = f["features"][()]
+        if out is None:
+            out = np.empty((len(table), *block.shape[1:]), dtype=block.dtype)
+        out[rows.index.to_numpy()] = block[rows["index"].to_numpy()]
+    return out
+
+
+def data_fingerprint(data: Data) -> dict:
+    """What a training's data depend on: the split's content, the clips'
+    geometry and sampling, and the cached features' provenance."""
+    out = {
+        "split_sha256": hashlib.sha256(data.split.read_bytes()).hexdigest(),
+        "num_classes": data.num_classes,
+    }
+    for kind, files in (("shards", data.shards), ("features", data.features)):
+        if files:
+            with h5py.File(files[min(files)], "r") as f:
+                attrs = {k: v for k, v in f.attrs.items() if k != "source_paths"}
+            out[kind] = {k: np.asarray(v).tolist() for k, v in sorted(attrs.items())}
+    return out
 
 
 def augment_clip(clip: tf.Tensor, aug: Augment, size: int, seed: tf.Tensor) -> tf.Tensor:
@@ -118,11 +186,11 @@ def select_fraction(table: pd.DataFrame, fraction: float, seed: int) -> pd.DataF
 
 
 def make_dataset(
-    split_tsv: str | os.PathLike,
-    shard_dir: str | os.PathLike,
+    data: Data,
     split: str,
-    num_classes: int,
     batch_size: int,
+    *,
+    features: bool = False,
     shuffle: bool = False,
     augment: Augment | None = None,
     seed: int = 0,
@@ -130,7 +198,9 @@ def make_dataset(
     parallel_reads: int | None = None,
     epochs: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (uint8 clips [B, T, S, S, 3], one-hot labels [B, C]).
+    """Batches of (clips, one-hot labels [B, C]): uint8 frames
+    [B, T, S, S, 3] read from the shards, or with ``features`` the cached
+    float32 features [B, T, F] (augmentation does not apply to those).
 
     ``fraction`` < 1 keeps a seeded, class-stratified share of the split.
 
@@ -142,35 +212,48 @@ def make_dataset(
     interruption. Without ``epochs``, the clips come once, in split order
     (val, test).
     """
-    table = select_fraction(clip_table(split_tsv, split), fraction, seed)
-    shards = sorted(table["shard"].unique())
-    frames, size = shard_geometry(shard_dir, shards[0])
-    reader = ShardReader(Path(shard_dir), shards)
-    shard_ids = tf.constant(table["shard"].map({s: i for i, s in enumerate(shards)}), tf.int64)
-    indices = tf.constant(table["index"].to_numpy(np.int64))
+    table = select_fraction(clip_table(data.split, split), fraction, seed)
     labels = tf.constant(table["label"].to_numpy(np.int64))
     n = len(table)
     workers = parallel_reads or tf.data.AUTOTUNE
-    augmenting = augment is not None and augment.active
+    if features:
+        cached = tf.constant(load_features(data, table))
 
-    def read(shard, index):
-        return reader.read(int(shard), int(index))
+        def clip_at(position, epoch):
+            return tf.cast(tf.gather(cached, position), tf.float32)
 
-    def load(position, epoch):
-        clip = tf.numpy_function(
-            read, [shard_ids[position], indices[position]], tf.uint8, stateful=False
-        )
-        clip = tf.ensure_shape(clip, [frames, size, size, 3])
-        if augmenting:
-            clip = augment_clip(clip, augment, size, tf.stack([seed * 1_000_003 + epoch, position]))
-        return clip, tf.one_hot(labels[position], num_classes)
+    else:
+        shards = sorted(table["shard"].unique())
+        paths = [_shard_file(data.shards, s, "shard") for s in shards]
+        frames, size = shard_geometry(paths[0])
+        reader = ShardReader(paths)
+        shard_ids = tf.constant(table["shard"].map({s: i for i, s in enumerate(shards)}), tf.int64)
+        indices = tf.constant(table["index"].to_numpy(np.int64))
+        augmenting = augment is not None and augment.active
+
+        def read(shard, index):
+            return reader.read(int(shard), int(index))
+
+        def clip_at(position, epoch):
+            clip = tf.numpy_function(
+                read, [shard_ids[position], indices[position]], tf.uint8, stateful=False
+            )
+            clip = tf.ensure_shape(clip, [frames, size, size, 3])
+            if augmenting:
+                key = tf.stack([seed * 1_000_003 + epoch, position])
+                clip = augment_clip(clip, augment, size, key)
+            return clip
 
     def one_epoch(epoch):
         order = tf.range(n, dtype=tf.int64)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(order, tf.stack([seed, epoch]))
         ds = tf.data.Dataset.from_tensor_slices(order)
-        ds = ds.map(lambda i: load(i, epoch), num_parallel_calls=workers, deterministic=True)
+        ds = ds.map(
+            lambda i: (clip_at(i, epoch), tf.one_hot(labels[i], data.num_classes)),
+            num_parallel_calls=workers,
+            deterministic=True,
+        )
         return ds.batch(batch_size)
 
     if epochs is None:
@@ -180,8 +263,9 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def steps_per_epoch(split_tsv: str | os.PathLike, split: str, batch_size: int,
-                    fraction: float = 1.0, seed: int = 0) -> int:  # fmt: skip
+def steps_per_epoch(
+    split_tsv: str | os.PathLike, split: str, batch_size: int, fraction: float = 1.0, seed: int = 0
+) -> int:
     """Batches in one epoch of make_dataset(..., epochs=...)."""
     return -(-len(select_fraction(clip_table(split_tsv, split), fraction, seed)) // batch_size)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluate import format_top, read_classes
+from .evaluate import format_top
+from .manifest import read_classes
 from .video import BadVideo, find_ffmpeg, windows
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,18 @@ def model_geometry(model) -> tuple[int, int]:
 
 
 def default_classes(model_path: str | os.PathLike, num_classes: int) -> list[str]:
-    """classes.txt beside the model, else numbered names."""
-    beside = Path(model_path).with_name("classes.txt")
-    if beside.exists():
-        names = read_classes(beside)
-        if len(names) == num_classes:
-            return names
-        log.warning("%s names %d classes, the model has %d", beside, len(names), num_classes)
+    """classes.txt beside the model, else the workflow's results/data/classes.txt
+    (for results/final/model.keras), else numbered names."""
+    model_path = Path(model_path)
+    for path in (
+        model_path.with_name("classes.txt"),
+        model_path.parent.parent / "data/classes.txt",
+    ):
+        if path.exists():
+            names = read_classes(path)
+            if len(names) == num_classes:
+                return names
+            log.warning("%s names %d classes, the model has %d", path, len(names), num_classes)
     return [f"class_{i}" for i in range(num_classes)]
 
 

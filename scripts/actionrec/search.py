@@ -19,15 +19,21 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .settings import with_defaults
 from .tables import read_tsv, write_tsv
+
+if TYPE_CHECKING:
+    from .pipeline import Data
 
 log = logging.getLogger(__name__)
 
@@ -36,49 +42,42 @@ TRIAL_COLUMNS = ["trial", "lr", "val_loss", "val_accuracy", "epoch", "seconds"]
 DIVERGED_SCORE = 1e3
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchSettings:
-    """The ``search`` section of the config."""
+    """The ``search`` section of the config, as the trials and the Bayesian
+    search use it."""
 
-    low: float = 1e-4
-    high: float = 1e-2
-    epochs: int = 2
-    train_fraction: float = 1.0
-    n_calls: int = 8
-    n_initial_points: int = 3
-    acq_func: str = "gp_hedge"
-    initial_point_generator: str = "lhs"
-    grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])
-    methods: list[str] = field(default_factory=lambda: ["bayes", "grid"])
+    low: float
+    high: float
+    epochs: int
+    train_fraction: float
+    n_calls: int
+    n_initial_points: int
+    acq_func: str
+    initial_point_generator: str
 
-    def check(self) -> SearchSettings:
-        if not 0 < self.low < self.high:
+    @classmethod
+    def from_config(cls, section: dict) -> SearchSettings:
+        """From a (partial) search section; defaults from config/schema.yaml."""
+        values = with_defaults("search", section)
+        settings = cls(
+            low=float(values["low"]),
+            high=float(values["high"]),
+            epochs=int(values["epochs"]),
+            train_fraction=float(values["train_fraction"]),
+            **values["bayes"],
+        )
+        if not 0 < settings.low < settings.high:
             raise ValueError(
-                f"search.low ({self.low}) must be positive and below search.high ({self.high})"
+                f"search.low ({settings.low}) must be positive and below search.high "
+                f"({settings.high})"
             )
-        if self.n_initial_points > self.n_calls:
+        if settings.n_initial_points > settings.n_calls:
             raise ValueError(
-                f"search.bayes n_initial_points ({self.n_initial_points}) exceeds "
-                f"n_calls ({self.n_calls})"
+                f"search.bayes n_initial_points ({settings.n_initial_points}) exceeds "
+                f"n_calls ({settings.n_calls})"
             )
-        return self
-
-
-def settings_from_config(section: dict) -> SearchSettings:
-    """SearchSettings from the config's ``search`` section."""
-    bayes = section.get("bayes", {})
-    return SearchSettings(
-        low=float(section["low"]),
-        high=float(section["high"]),
-        epochs=int(section["epochs"]),
-        train_fraction=float(section["train_fraction"]),
-        n_calls=int(bayes["n_calls"]),
-        n_initial_points=int(bayes["n_initial_points"]),
-        acq_func=bayes["acq_func"],
-        initial_point_generator=bayes["initial_point_generator"],
-        grid=[float(v) for v in section["grid"]],
-        methods=list(section["methods"]),
-    ).check()
+        return settings
 
 
 Trial = Callable[[float], dict]
@@ -92,36 +91,44 @@ def score(row: dict) -> float:
 
 def run_trial(
     lr: float,
-    split_tsv: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    num_classes: int,
+    data: Data,
     train_section: dict,
-    seed: int,
     settings: SearchSettings,
     work_dir: str | os.PathLike,
+    *,
+    seed: int,
     threads: int | None = None,
 ) -> dict:
     """Train a fresh model at ``lr`` for the search budget; its best val loss
-    and the val accuracy of that epoch. A diverged trial scores NaN."""
+    and the val accuracy of that epoch. A diverged trial scores NaN.
+
+    With a pretrained backbone a trial is the frozen stage (the head, on
+    cached features when ``data`` has them); fine-tuning later runs at
+    ``lr * finetune.lr_factor``. From scratch a trial trains end to end."""
     from .train import TrainConfig, train
 
     cfg = TrainConfig.from_config(
-        {**train_section, "lr": float(lr), "max_epochs": settings.epochs,
-         "patience": settings.epochs, "evaluate_test": False,
-         "train_fraction": settings.train_fraction},
+        train_section,
+        lr=float(lr),
+        max_epochs=settings.epochs,
+        patience=settings.epochs,
+        evaluate_test=False,
+        train_fraction=settings.train_fraction,
+        finetune={"blocks": 0},
         seed=seed,
-    )  # fmt: skip
-    work_dir = Path(work_dir)
+    )
     start = time.perf_counter()
     try:
-        history = train(
-            split_tsv, shard_dir, num_classes, None, work_dir / "history.tsv",
-            work_dir / "state", cfg, threads,
-        )  # fmt: skip
+        _, history = train(data, cfg, Path(work_dir), threads=threads, head_only=True)
     except FloatingPointError:
         log.warning("lr %g: the loss diverged", lr)
-        return {"lr": float(lr), "val_loss": float("nan"), "val_accuracy": float("nan"),
-                "epoch": 0, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+        return {
+            "lr": float(lr),
+            "val_loss": float("nan"),
+            "val_accuracy": float("nan"),
+            "epoch": 0,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
     best = history.loc[history["val_loss"].idxmin()]
     return {
         "lr": float(lr),
@@ -146,36 +153,36 @@ def make_optimizer(settings: SearchSettings, seed: int):
     )
 
 
-def _fingerprint(settings: SearchSettings, seed: int, extra: dict) -> dict:
-    keys = ("low", "high", "epochs", "train_fraction", "n_calls", "n_initial_points",
-            "acq_func", "initial_point_generator")  # fmt: skip
-    return {"seed": seed, **{k: asdict(settings)[k] for k in keys}, **extra}
+def _fingerprint(settings: SearchSettings, seed: int, context: dict) -> dict:
+    return {"seed": seed, **asdict(settings), **context}
 
 
 def bayes_search(
     trial: Trial,
     settings: SearchSettings,
     seed: int,
-    trials_tsv: str | os.PathLike,
+    work_dir: str | os.PathLike,
     context: dict | None = None,
 ) -> pd.DataFrame:
     """Bayesian optimisation of the learning rate over [low, high] (log-uniform).
 
-    ``trials_tsv`` collects finished trials as they finish; with a matching
-    ``<trials_tsv>.json`` (settings, seed and ``context``) an interrupted
-    search continues from them.
+    ``work_dir/trials.tsv`` collects finished trials as they finish; with a
+    matching ``work_dir/trials.json`` (settings, seed and ``context``: what
+    the trials depend on) an interrupted search continues from them. The
+    folder is removed once the search has finished.
     """
-    trials_tsv = Path(trials_tsv)
-    state = trials_tsv.with_suffix(".json")
-    fingerprint = _fingerprint(settings, seed, context or {})
+    work_dir = Path(work_dir)
+    trials_tsv, state = work_dir / "trials.tsv", work_dir / "trials.json"
+    fingerprint = json.loads(json.dumps(_fingerprint(settings, seed, context or {})))
     done = pd.DataFrame(columns=TRIAL_COLUMNS)
     if trials_tsv.exists() and state.exists() and json.loads(state.read_text()) == fingerprint:
         done = read_tsv(trials_tsv)
         log.info("resuming the Bayesian search after %d finished trials", len(done))
     else:
-        if trials_tsv.exists():
-            log.warning("%s was made with other settings: starting afresh", trials_tsv)
-        trials_tsv.parent.mkdir(parents=True, exist_ok=True)
+        if work_dir.exists():
+            log.warning("%s holds a search of other settings or data: starting afresh", work_dir)
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True)
         state.write_text(json.dumps(fingerprint, indent=1))
         write_tsv(done, trials_tsv)
     opt = make_optimizer(settings, seed)
@@ -191,8 +198,14 @@ def bayes_search(
         opt.tell([float(lr)], score(result))
         rows.append(result)
         write_tsv(pd.DataFrame(rows, columns=TRIAL_COLUMNS), trials_tsv)
-        log.info("trial %d: val loss %.4f, val accuracy %.4f, %.0f s", k,
-                 result["val_loss"], result["val_accuracy"], result["seconds"])  # fmt: skip
+        log.info(
+            "trial %d: val loss %.4f, val accuracy %.4f, %.0f s",
+            k,
+            result["val_loss"],
+            result["val_accuracy"],
+            result["seconds"],
+        )
+    shutil.rmtree(work_dir)
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
@@ -240,8 +253,3 @@ def resolve_lr(train_section: dict, best_lr_json: str | os.PathLike | None) -> d
     log.info("lr auto: %g, chosen by the %s search (val loss %.4f)",
              chosen["lr"], chosen["search"], chosen["val_loss"])  # fmt: skip
     return {**train_section, "lr": chosen["lr"]}
-
-
-def grid_label(lr: float) -> str:
-    """A grid point's name in file names: ``0.0003`` -> ``0.0003``, 1e-05 -> ``1e-05``."""
-    return f"{float(lr):g}"

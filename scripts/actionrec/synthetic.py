@@ -190,6 +190,23 @@ RENDERERS: dict[str, Callable[..., Mask]] = {
 CLASSES = tuple(RENDERERS)
 
 
+def _compose(canvas: Canvas, scene: Scene, mask: np.ndarray, brightness: float,
+             rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """The object drawn over the background, with the scene's noise."""
+    frame = canvas.background + mask[..., None] * (scene.colour * brightness - canvas.background)
+    if scene.noise > 0:
+        frame += rng.normal(0, scene.noise, frame.shape).astype(np.float32)
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def _clip_params(rng: np.random.Generator, scene: Scene, width: int, height: int):
+    jitter = 0.02 * min(width, height)
+    canvas = make_canvas(
+        scene, width, height, rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter)
+    )
+    return canvas, {"phase": float(rng.uniform(0, 1)), "speed": float(rng.uniform(0.8, 1.6))}
+
+
 def render_frames(
     cls: str,
     scene: Scene,
@@ -199,21 +216,62 @@ def render_frames(
     height: int,
 ) -> Iterator[np.ndarray]:
     """The RGB uint8 frames of one clip of ``cls`` in ``scene``."""
-    jitter = 0.02 * min(width, height)
-    canvas = make_canvas(
-        scene, width, height, rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter)
-    )
-    k = {"phase": float(rng.uniform(0, 1)), "speed": float(rng.uniform(0.8, 1.6))}
+    canvas, k = _clip_params(rng, scene, width, height)
     draw = RENDERERS[cls]
     for i in range(n_frames):
         p = i / max(n_frames - 1, 1)
         mask, brightness = draw(canvas.x, canvas.y, p, scene, k)
-        frame = canvas.background + mask[..., None] * (
-            scene.colour * brightness - canvas.background
-        )
-        if scene.noise > 0:
-            frame += rng.normal(0, scene.noise, frame.shape).astype(np.float32)
-        yield np.clip(frame, 0, 255).astype(np.uint8)
+        yield _compose(canvas, scene, mask, brightness, rng)
+
+
+# Still images for pretraining: what one frame shows. The three kinds whose
+# classes differ only in temporal order are labelled by the attribute that
+# changes over a clip (a disk's size, a bar's orientation, a square's
+# brightness) in ATTRIBUTE_BINS bins; the other kinds by kind alone.
+ATTRIBUTE_BINS = 4
+IMAGE_KINDS = {
+    # kind: (class whose renderer draws it, progress p that shows attribute a in [0, 1))
+    "disk": ("Grow", lambda a, k: a),
+    # The bar's angle is phase + pi * p; its orientation repeats every pi.
+    "bar": ("RotateClockwise", lambda a, k: (a - k["phase"] / np.pi) % 1.0),
+    "square": ("Brighten", lambda a, k: a),
+    "bounce": ("Bounce", None),
+    "swing": ("Swing", None),
+    "stripes": ("Stripes", None),
+    "checker": ("Checker", None),
+}
+
+
+def image_labels() -> list[str]:
+    """The names of the pretraining labels, in label order."""
+    names = []
+    for kind, (_, attribute) in IMAGE_KINDS.items():
+        bins = range(ATTRIBUTE_BINS) if attribute else [None]
+        names += [kind if b is None else f"{kind}-{b}" for b in bins]
+    return names
+
+
+def render_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` labelled still images (uint8 [n, S, S, 3], labels per
+    :func:`image_labels`, equally likely), each from a scene of its own drawn
+    from a random stream apart from the demo videos': rendered at 2 x ``size``
+    and averaged down, as :func:`render_in_memory` does."""
+    names = image_labels()
+    side = 2 * size
+    images, labels = np.empty((n, size, size, 3), np.uint8), np.empty(n, np.int64)
+    for i in range(n):
+        rng = np.random.default_rng([seed, 104729, i])
+        labels[i] = int(rng.integers(len(names)))
+        kind, _, attribute_bin = names[labels[i]].partition("-")
+        cls, progress = IMAGE_KINDS[kind]
+        scene = make_scene(rng, side, side, seed)
+        canvas, k = _clip_params(rng, scene, side, side)
+        a = (int(attribute_bin or 0) + float(rng.uniform(0, 1))) / ATTRIBUTE_BINS
+        p = progress(a, k) if progress else float(rng.uniform(0, 1))
+        mask, brightness = RENDERERS[cls](canvas.x, canvas.y, p, scene, k)
+        image = _compose(canvas, scene, mask, brightness, rng).astype(np.float32)
+        images[i] = image.reshape(size, 2, size, 2, 3).mean(axis=(1, 3)).round()
+    return images, labels
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,96 @@
+"""The names the workflow's parts share, stated once: backbones, heads, demo
+classes, video file endings, and how a backbone setting names its feature
+cache. Plain Python, no TensorFlow: the Snakefile imports this module, and
+tests check that config/schema.yaml agrees with it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+# train.backbone: a keras.applications constructor, or None for the small CNN.
+BACKBONES = {
+    "efficientnetb0": "EfficientNetB0",
+    "resnet50": "ResNet50",
+    "mobilenetv3small": "MobileNetV3Small",
+    "efficientnetv2b0": "EfficientNetV2B0",
+    # Four conv blocks, ~0.1 M parameters: for tests and quick checks, not a result.
+    "smallcnn": None,
+}
+# Backbones whose keras.applications model expects caffe-style input (BGR, mean
+# subtracted) from outside; the others preprocess 0..255 RGB themselves.
+CAFFE_INPUT = ("resnet50",)
+HEADS = ("average", "temporal_conv", "gru", "attention", "conv3d")
+# Heads that read the backbone's feature maps, not its pooled features: they
+# cannot train on the (pooled) feature cache.
+MAP_HEADS = ("conv3d",)
+NORMS = ("batch", "group")
+# A backbone given as a file: a Keras model, RGB frames 0..255 in, features out.
+BACKBONE_FILE_SUFFIX = ".keras"
+
+DEMO_CLASSES = (
+    "Grow",
+    "Shrink",
+    "RotateClockwise",
+    "RotateAnticlockwise",
+    "Brighten",
+    "Darken",
+    "Bounce",
+    "Swing",
+    "Stripes",
+    "Checker",
+)
+# Demo classes whose clips hold the same frames in reverse order.
+ORDER_PAIRS = (
+    ("Grow", "Shrink"),
+    ("RotateClockwise", "RotateAnticlockwise"),
+    ("Brighten", "Darken"),
+)
+# File endings the manifest takes as videos unless data.extensions says otherwise.
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv")
+
+
+def is_backbone_file(backbone: str) -> bool:
+    return str(backbone).endswith(BACKBONE_FILE_SUFFIX)
+
+
+def backbone_key(backbone: str) -> str:
+    """The name a backbone's outputs go under (results/features/<key>/,
+    results/compare/<key>/): the backbone's own name, or ``file-<stem>`` for
+    a model file."""
+    if not is_backbone_file(backbone):
+        return backbone
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", Path(backbone).stem).strip("-")
+    return f"file-{stem or 'backbone'}"
+
+
+def is_pretrained(backbone: str, weights: str | None) -> bool:
+    """A model file brings its own weights; a named backbone is pretrained
+    unless its weights are none."""
+    return is_backbone_file(backbone) or str(weights).lower() not in ("none", "null")
+
+
+def uses_feature_cache(backbone: str, weights: str | None, head: str) -> bool:
+    """Whether the frozen stage trains the head on cached pooled features."""
+    return is_pretrained(backbone, weights) and head not in MAP_HEADS
+
+
+def weights_for(weights: str | None, backbone: str) -> str:
+    """train.weights for one backbone: ``{backbone}`` in a path becomes its
+    name. A model file brings its own weights: ``imagenet`` or a path pattern
+    (meant for the named backbones) leave them as they are (``none``)."""
+    weights = str(weights)
+    if is_backbone_file(backbone) and (weights == "imagenet" or "{backbone}" in weights):
+        return "none"
+    return weights.replace("{backbone}", backbone_key(backbone))
+
+
+def shard_count(n_clips: int, clips_per_shard: int) -> int:
+    """Shards that hold ``n_clips`` clips, ``clips_per_shard`` each (at least one)."""
+    return max(1, math.ceil(n_clips / clips_per_shard))
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:04d}"

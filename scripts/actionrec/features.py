@@ -1,0 +1,108 @@
+"""The frozen-feature cache: every clip's per-frame features from a frozen
+pretrained backbone, computed once per shard.
+
+A feature shard (results/features/<backbone>/shard-NNNN.h5) mirrors its frame
+shard clip for clip:
+
+- ``features``  float16 [n, T, F], the backbone's pooled features per frame
+- ``label``     int64 [n]
+- ``clip_id``   str [n]
+
+with attributes naming the backbone, its weights and their SHA-256, T, S, the
+frame shard's code version and this module's. The learning-rate search, the
+comparison and the frozen stage of training train heads on these: no backbone
+pass per epoch. Written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .catalog import is_backbone_file
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(backbone: str, weights: str | None) -> dict:
+    """What the features depend on besides the frames."""
+    out = {"backbone": str(backbone), "weights": str(weights), "features_code": __version__}
+    if is_backbone_file(backbone):
+        out["backbone_sha256"] = file_sha256(backbone)
+    if weights not in (None, "none", "imagenet"):
+        out["weights_sha256"] = file_sha256(weights)
+    return out
+
+
+def frame_features(backbone, clips: np.ndarray) -> np.ndarray:
+    """Per-frame features of uint8 clips [n, T, S, S, 3]: float16 [n, T, F]."""
+    n, t = clips.shape[:2]
+    frames = clips.reshape(n * t, *clips.shape[2:]).astype(np.float32)
+    out = np.asarray(backbone.predict_on_batch(frames), dtype=np.float32)
+    return out.reshape(n, t, -1).astype(np.float16)
+
+
+def cache_features(
+    shard: str | os.PathLike,
+    out: str | os.PathLike,
+    backbone: str,
+    weights: str | None,
+    *,
+    clips_per_batch: int = 8,
+    threads: int | None = None,
+) -> int:
+    """Write the features of every clip of ``shard`` to ``out``; returns the
+    clip count."""
+    import tensorflow as tf
+
+    from .model import build_backbone
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    shard, out = Path(shard), Path(out)
+    start = time.perf_counter()
+    with h5py.File(shard, "r") as src:
+        n, frames, size = len(src["label"]), int(src.attrs["frames"]), int(src.attrs["size"])
+        net = build_backbone(backbone, size, weights)
+        dim = int(net.output.shape[-1])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.part")
+        with h5py.File(tmp, "w") as dst:
+            feats = dst.create_dataset(
+                "features", (n, frames, dim), "float16", chunks=(1, frames, dim) if n else None
+            )
+            for begin in range(0, n, clips_per_batch):
+                end = min(n, begin + clips_per_batch)
+                feats[begin:end] = frame_features(net, src["frames"][begin:end])
+                log.info("%s: clips %d-%d of %d", shard.name, begin + 1, end, n)
+            dst["label"] = src["label"][()]
+            dst.create_dataset("clip_id", data=src["clip_id"][()], dtype=h5py.string_dtype())
+            dst.attrs.update(
+                {
+                    **provenance(backbone, weights),
+                    "frames": frames,
+                    "size": size,
+                    "feature_dim": dim,
+                    "shard_code_version": src.attrs["code_version"],
+                }
+            )
+    os.replace(tmp, out)
+    seconds = time.perf_counter() - start
+    rate = n * frames / max(seconds, 1e-9)
+    log.info("%s: %d clips, %d frames in %.1f s (%.0f frames/s)", out, n, n * frames, seconds, rate)
+    return n

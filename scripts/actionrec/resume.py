@@ -1,0 +1,253 @@
+"""Interruption-safe fitting: a training stage that, killed and run again,
+continues where it stopped and ends exactly as an uninterrupted run would.
+
+A stage keeps its state in its work folder, written by Keras's own callbacks:
+
+  backup/           BackupAndRestore: weights, optimizer state, epoch
+  history.csv       CSVLogger (appending): one row per finished epoch
+  best.weights.h5   ModelCheckpoint: the weights of the best epoch so far
+  finished.json     written once the stage has ended
+
+Early stopping's state is not stored: on resume it is replayed from the
+history rows of the finished epochs, through EarlyStopping's own logic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# What a stage's history.tsv rows hold, in this order.
+HISTORY_COLUMNS = [
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "learning_rate",
+    "seconds",
+]
+
+
+def prepare_work_dir(work_dir: Path, fingerprint: dict) -> None:
+    """Keep an interrupted run's state only if it trained the same thing."""
+    path = work_dir / "fingerprint.json"
+    if work_dir.exists():
+        if path.exists() and json.loads(path.read_text()) == fingerprint:
+            return
+        log.warning("%s holds an interrupted run of other settings: starting afresh", work_dir)
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    path.write_text(json.dumps(fingerprint, indent=1, default=str))
+
+
+def epochs_done(stage_dir: Path) -> int:
+    """Epochs an interrupted stage finished, by its backup."""
+    meta = stage_dir / "backup" / "training_metadata.json"
+    return int(json.loads(meta.read_text())["epoch"]) if meta.exists() else 0
+
+
+def finished_rows(stage_dir: Path, done: int) -> list[dict]:
+    """The history rows of the ``done`` epochs the backup holds. The log may
+    hold one more (killed between the two writes) or a row cut short; it is
+    rewritten to hold exactly these, so that appending continues cleanly."""
+    path = stage_dir / "history.csv"
+    if not path.exists() or done == 0:
+        path.unlink(missing_ok=True)
+        return []
+    rows = pd.read_csv(path, on_bad_lines="skip")
+    rows = rows[pd.to_numeric(rows["epoch"], errors="coerce") < done]
+    rows = rows.drop_duplicates("epoch", keep="last").sort_values("epoch")
+    if len(rows) != done:
+        raise RuntimeError(
+            f"{path} records {len(rows)} finished epochs but the backup is at epoch {done}; "
+            f"delete {stage_dir.parent} to start this training afresh"
+        )
+    rows.to_csv(path, index=False)
+    return rows.to_dict("records")
+
+
+class EpochInfo(keras.callbacks.Callback):
+    """Adds the learning rate and the epoch's seconds to its logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        rate = self.model.optimizer.learning_rate
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        logs["seconds"] = round(time.perf_counter() - self._start, 3)
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Sets the state of every random-number generator in the model (dropout,
+    stochastic depth) from (seed, epoch) when an epoch begins.
+
+    Keras keeps those states outside the weights BackupAndRestore saves, so a
+    resumed run would otherwise draw other dropout masks than an
+    uninterrupted one from the resume point on."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.non_trainable_variables if v.name == "seed_generator_state"]
+        for i, state in enumerate(states):
+            value = np.array([self.seed * 7919 + i, epoch], dtype=np.int64) % 2**31
+            state.assign(value.astype(state.dtype))
+
+
+class TestEvaluation(keras.callbacks.Callback):
+    """Adds test loss and accuracy to each epoch's logs. They are recorded and
+    plotted, and never used to choose anything."""
+
+    def __init__(self, test_ds):
+        super().__init__()
+        self.test_ds = test_ds
+
+    def on_epoch_end(self, epoch, logs=None):
+        result = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
+        logs["test_loss"] = result["loss"]
+        logs["test_accuracy"] = result["accuracy"]
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping, first fed the logs of the epochs an interrupted
+    run finished, so that its patience and best value continue from there.
+    Best weights come from the ModelCheckpoint file, not from here."""
+
+    def __init__(self, past: Sequence[dict], monitor: str, **kwargs):
+        super().__init__(
+            monitor=monitor, mode=mode_of(monitor), restore_best_weights=False, **kwargs
+        )
+        self.past = list(past)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for row in self.past:
+            self.on_epoch_end(int(row["epoch"]), dict(row))
+
+    def would_stop(self, model: keras.Model) -> bool:
+        """Whether the past epochs already ended the stage."""
+        self.set_model(model)
+        self.on_train_begin()
+        model.stop_training = False
+        return self.stopped_epoch > 0
+
+
+def mode_of(monitor: str) -> str:
+    """Whether a higher or a lower ``monitor`` value is better."""
+    return "max" if "acc" in monitor else "min"
+
+
+def best_value(rows: Sequence[dict], monitor: str, baseline: float | None) -> float | None:
+    """The best ``monitor`` value over ``rows`` and ``baseline``."""
+    values = [float(r[monitor]) for r in rows if np.isfinite(float(r[monitor]))]
+    if baseline is not None:
+        values.append(baseline)
+    if not values:
+        return None
+    return max(values) if mode_of(monitor) == "max" else min(values)
+
+
+def fit_resumable(
+    model: keras.Model,
+    train_stream: Callable[[int], object],
+    val_ds,
+    stage_dir: Path,
+    *,
+    steps: int,
+    epochs: int,
+    patience: int,
+    monitor: str,
+    seed: int,
+    baseline: float | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    class_weight: dict | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Fit ``model`` (compiled) for up to ``epochs`` epochs with early
+    stopping on ``monitor``, resuming from ``stage_dir`` when an earlier run
+    was interrupted. ``train_stream(first)`` gives the train batches of epochs
+    ``first``, ``first + 1``, ... back to back.
+
+    The model ends with the weights of the best epoch; with a ``baseline``
+    (the previous stage's best value) an epoch must beat it to count, and if
+    none does the model's weights are left as they came in. Returns the
+    stage's history (0-based ``epoch``) and its summary (best epoch and
+    value, or ``None`` when the baseline stood)."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    history_csv, best_path = stage_dir / "history.csv", stage_dir / "best.weights.h5"
+    finished = stage_dir / "finished.json"
+    start_weights = model.get_weights()
+    if not finished.exists():
+        done = epochs_done(stage_dir)
+        past = finished_rows(stage_dir, done)
+        stopper = ResumedEarlyStopping(past, monitor=monitor, patience=patience, baseline=baseline)
+        if done:
+            log.info("resuming after epoch %d of an interrupted run", done)
+        if done < epochs and not stopper.would_stop(model) and not _diverged(past):
+            checkpoint = keras.callbacks.ModelCheckpoint(
+                best_path,
+                monitor=monitor,
+                mode=mode_of(monitor),
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=best_value(past, monitor, baseline),
+            )
+            model.fit(
+                train_stream(done),
+                validation_data=val_ds,
+                epochs=epochs,
+                steps_per_epoch=steps,
+                class_weight=class_weight,
+                shuffle=False,  # the stream is shuffled per epoch already
+                verbose=2,
+                callbacks=[
+                    *callbacks,
+                    EpochSeeds(seed),
+                    EpochInfo(),
+                    stopper,
+                    checkpoint,
+                    keras.callbacks.TerminateOnNaN(),
+                    keras.callbacks.CSVLogger(history_csv, append=True),
+                    # Last, so that it restores weights and optimizer after everything
+                    # else has started; double_checkpoint: a backup cut short by a kill
+                    # falls back to the one before.
+                    keras.callbacks.BackupAndRestore(
+                        stage_dir / "backup", double_checkpoint=True, delete_checkpoint=False
+                    ),
+                ],
+            )
+    history = pd.read_csv(history_csv).drop_duplicates("epoch", keep="last")
+    if history.empty or _diverged(history.to_dict("records")):
+        raise FloatingPointError(
+            "training stopped: the loss became NaN or infinite; lower train.lr"
+        )
+    values = history[monitor].to_numpy(float)
+    best = int(np.nanargmax(values) if mode_of(monitor) == "max" else np.nanargmin(values))
+    summary = {"best_epoch": best, "best": float(values[best]), "epochs": int(len(history))}
+    if best_path.exists():
+        model.load_weights(best_path)
+    else:  # no epoch beat the baseline: the incoming weights stay
+        model.set_weights(start_weights)
+        summary.update(best_epoch=None, best=baseline)
+    finished.write_text(json.dumps(summary))
+    history = history.reindex(columns=HISTORY_COLUMNS)
+    return history, summary
+
+
+def _diverged(rows: Sequence[dict]) -> bool:
+    return any(not np.isfinite(float(r["loss"])) for r in rows)

@@ -1,0 +1,43 @@
+"""Config defaults, read from config/schema.yaml: the one place they are written.
+
+Snakemake fills a run's config from the same schema; code that runs outside
+Snakemake (tests, benchmarks, the command line) fills a section here.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+@functools.cache
+def schema() -> dict:
+    with open(SCHEMA, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _default(node: dict):
+    if node.get("type") == "object" and "properties" in node:
+        given = node.get("default") or {}
+        return {k: given.get(k, _default(sub)) for k, sub in node["properties"].items()}
+    return node.get("default")
+
+
+def defaults(section: str) -> dict:
+    """Every key of one config section with its default, nested sections too."""
+    return _default(schema()["properties"][section])
+
+
+def with_defaults(section: str, values: dict) -> dict:
+    """``values`` over the section's defaults, nested sections merged key by key."""
+    merged = defaults(section)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
