@@ -16,6 +16,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/pretrain.smk"
 include: "rules/features.smk"
 include: "rules/search.smk"
 include: "rules/train.smk"

@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from actionrec.extract import extract_shard, shard_count, shard_rows  # noqa: E402
+from actionrec.catalog import shard_count  # noqa: E402
+from actionrec.extract import extract_shard, shard_rows  # noqa: E402
 from actionrec.manifest import build_manifest  # noqa: E402
 from actionrec.video import decode_clip, find_ffmpeg  # noqa: E402
 

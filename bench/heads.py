@@ -21,11 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import keras  # noqa: E402
 
 from actionrec import synthetic  # noqa: E402
-from actionrec.model import HEADS, backbone_of, build_model  # noqa: E402
+from actionrec.catalog import DEMO_CLASSES, HEADS, ORDER_PAIRS  # noqa: E402
+from actionrec.model import backbone_of, build_model  # noqa: E402
 
 T, S = 8, 32
-CLASSES = list(synthetic.CLASSES)
-PAIRS = {c for pair in synthetic.ORDER_PAIRS for c in pair}
+CLASSES = list(DEMO_CLASSES)
+PAIRS = {c for pair in ORDER_PAIRS for c in pair}
 
 
 def render(groups, seed=0):

@@ -121,9 +121,9 @@ def main() -> None:
     from actionrec.manifest import build_manifest
     from actionrec.model import build_model
     from actionrec.pipeline import Data, make_dataset, steps_per_epoch
-    from actionrec.search import SearchSettings, run_trial
+    from actionrec.search import SearchSettings
     from actionrec.split import make_split
-    from actionrec.train import TrainConfig, train
+    from actionrec.train import TrainConfig, run_trial, train
 
     tmp = Path(tempfile.mkdtemp(prefix="transfer-"))
     manifest = build_manifest(args.clips)
@@ -153,7 +153,7 @@ def main() -> None:
     start = time.perf_counter()
     keras.utils.set_random_seed(0)
     model = build_model(len(names), args.frames, args.size, str(args.backbone))
-    model.compile(keras.optimizers.Adam(args.lr), "categorical_crossentropy", ["accuracy"])
+    model.compile(keras.optimizers.Adam(args.lr), "categorical_crossentropy", metrics=["accuracy"])
     stream = make_dataset(frames_only, "train", 2, shuffle=True, epochs=(0, args.epochs))
     timer = []
     model.fit(

@@ -9,8 +9,10 @@ from actionrec import catalog
 DEMO_ROOT = "results/demo/UCF-101"
 SHARD_DIR = "results/data/shards"
 FEATURE_DIR = "results/features"
-# Where fetch_weights puts a backbone's ImageNet weights (train.weights may name it).
+# Weights files the workflow writes, which train.weights may name: ImageNet
+# weights fetched where Snakemake runs, and the demo's own pretraining.
 FETCHED_WEIGHTS = "resources/weights/{backbone}-imagenet.weights.h5"
+PRETRAINED_WEIGHTS = "results/pretrain/{backbone}/backbone.weights.h5"
 
 
 def check_backbone(key, backbone):
@@ -27,12 +29,16 @@ def check_backbone(key, backbone):
     if catalog.BACKBONES.get(backbone, "") is None and weights != "none":
         raise ValueError(f"{key}: {backbone} has no pretrained weights; set train.weights: none")
     if weights not in ("none", "imagenet") and not Path(weights).is_file():
-        fetched = [FETCHED_WEIGHTS.format(backbone=name) for name in catalog.BACKBONES]
-        if weights not in fetched:
+        written = [
+            pattern.format(backbone=name)
+            for name in catalog.PRETRAINABLE
+            for pattern in (FETCHED_WEIGHTS, PRETRAINED_WEIGHTS)
+        ]
+        if weights not in written:
             raise ValueError(
                 f"train.weights: file {weights!r} (for backbone {backbone}) does not exist; "
-                "use imagenet, none, or the path of a weights file, e.g. "
-                f"{FETCHED_WEIGHTS} written by `snakemake fetch_weights`"
+                "use imagenet, none, the path of a weights file, or one the workflow writes: "
+                f"{FETCHED_WEIGHTS} (rule fetch_weights) or {PRETRAINED_WEIGHTS} (rule pretrain)"
             )
 
 
@@ -154,12 +160,6 @@ def train_backbone_files(wildcards):
     return backbone_files(config["train"]["backbone"])
 
 
-def train_options():
-    """The train section without the keys that only size the job."""
-    job_keys = ("gpus", "mem_mb", "runtime")
-    return {k: v for k, v in config["train"].items() if k not in job_keys}
-
-
 def cached_backbone(wildcards):
     """features rule: the backbone behind results/features/<key>/."""
     return BACKBONE_BY_KEY[wildcards.backbone]
@@ -183,6 +183,14 @@ def compared_features(wildcards):
 
 def compared_backbone_files(wildcards):
     return backbone_files(compared_backbone(wildcards))
+
+
+def compared_pretrain_history(wildcards):
+    """The pretraining history of a backbone this run pretrains (rule pretrain)."""
+    backbone = compared_backbone(wildcards)
+    if backbone_weights(backbone) != PRETRAINED_WEIGHTS.format(backbone=backbone):
+        return []
+    return [str(Path(backbone_weights(backbone)).with_name("history.tsv"))]
 
 
 def predict_folder(wildcards):

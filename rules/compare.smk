@@ -9,6 +9,7 @@ rule compare_backbone:
         shards=shard_files,
         features=compared_features,
         backbone_files=compared_backbone_files,
+        pretrain_history=compared_pretrain_history,
         lr=lr_choice,
     output:
         history="results/compare/{backbone}/{head}/history.tsv",
@@ -24,13 +25,13 @@ rule compare_backbone:
         "../envs/train.yaml"
     threads: 8
     resources:
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime"],
-        gpu=config["train"]["gpus"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
         backbone=compared_backbone,
         compare=config["compare"],
-        train=train_options(),
+        train=config["train"],
         seed=config["seed"],
         work_dir="results/compare/{backbone}/{head}/work",
     script:

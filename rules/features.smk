@@ -15,7 +15,7 @@ rule fetch_weights:
     log:
         "logs/fetch_weights/{backbone}.log",
     wildcard_constraints:
-        backbone=one_of(catalog.BACKBONES),
+        backbone=one_of(catalog.PRETRAINABLE),
     conda:
         "../envs/train.yaml"
     script:
@@ -39,8 +39,9 @@ rule features:
         "../envs/train.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
         backbone=cached_backbone,
         weights=cached_backbone_weights,

@@ -28,12 +28,12 @@ rule search_bayes:
         "../envs/train.yaml"
     threads: 8
     resources:
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime"],
-        gpu=config["train"]["gpus"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
         search=config["search"],
-        train=train_options(),
+        train=config["train"],
         seed=config["seed"],
         work_dir="results/search/bayes.work",
     script:
@@ -59,12 +59,12 @@ rule search_grid_point:
         "../envs/train.yaml"
     threads: 8
     resources:
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime"],
-        gpu=config["train"]["gpus"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
         search=config["search"],
-        train=train_options(),
+        train=config["train"],
         seed=config["seed"],
         work_dir="results/search/grid/lr-{lr}.work",
     script:

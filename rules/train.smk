@@ -22,11 +22,11 @@ rule train:
         "../envs/train.yaml"
     threads: 8
     resources:
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime"],
-        gpu=config["train"]["gpus"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
-        train=train_options(),
+        train=config["train"],
         seed=config["seed"],
         work_dir="results/final/work",
     script:

@@ -1,7 +1,7 @@
 """The backbone comparison in one table, a Markdown page and figures (rule compare_summary)."""
 
 from actionrec import figures
-from actionrec.compare import SUMMARY_COLUMNS, claim_sentence, histories, markdown, summarise
+from actionrec.verdict import SUMMARY_COLUMNS, claim_sentence, histories, markdown, summarise
 from actionrec.logs import logged
 from actionrec.tables import write_tsv
 

@@ -1,7 +1,7 @@
 """Figures of the final model's evaluation (rule figures)."""
 
 from actionrec import figures
-from actionrec.evaluate import confused_pairs, confusion
+from actionrec.scores import confused_pairs, confusion
 from actionrec.manifest import read_classes
 from actionrec.logs import logged
 from actionrec.tables import read_tsv, write_tsv

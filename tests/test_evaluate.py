@@ -8,15 +8,15 @@ import pytest
 from sklearn.metrics import f1_score
 
 from actionrec import figures
-from actionrec.evaluate import (
+from actionrec.manifest import class_names
+from actionrec.model_card import write_model_card
+from actionrec.scores import (
     confused_pairs,
     confusion,
     per_class_table,
     prediction_table,
     summary_metrics,
 )
-from actionrec.manifest import class_names
-from actionrec.model_card import write_model_card
 from actionrec.tables import write_tsv
 
 NAMES = ["Bounce", "Grow", "Shrink"]

@@ -76,3 +76,85 @@ def test_every_option_has_a_description_a_default_and_a_readme_entry():
             node = node["properties"][part]
         assert node.get("description") and "default" in node, key
         assert f"`{key}`" in readme, f"{key} is not documented in README.md"
+
+
+def schema_default(schema: dict, key: str):
+    node = schema
+    for part in key.split("."):
+        node = node["properties"][part]
+    return node.get("default")
+
+
+def config_value(config: dict, key: str):
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def shown(value) -> str:
+    """A config value as the README's table writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return " / ".join(shown(v) for v in value.values())
+    if isinstance(value, list):
+        separator = " " if all(str(v).startswith(".") for v in value) else ", "
+        return separator.join(shown(v) for v in value) if value else "[]"
+    return str(value)
+
+
+def readme_defaults() -> dict[str, tuple[str, str]]:
+    """key -> (default, demo value) as the README's configuration table gives them."""
+    rows = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        keys = re.findall(r"`([\w.]+)`", cells[0])
+        default, _, note = cells[1].partition(" (")
+        demo = re.search(r"demo: ([^,)]+(?:, [^:,)]+)*?)(?:, \w+:|\))", note)
+        values = default.split(", ") if len(keys) > 1 else [default]
+        demos = demo.group(1).split(", ") if demo and len(keys) > 1 else [demo and demo.group(1)]
+        for i, key in enumerate(keys):
+            rows[key] = (values[min(i, len(values) - 1)], demos[min(i, len(demos) - 1)])
+    return rows
+
+
+# Defaults the table describes in words.
+DESCRIBED = {"demo.classes": "all ten"}
+
+
+def test_the_readme_gives_each_default_and_the_demo_value():
+    schema = yaml.safe_load((REPO / "config/schema.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    table = readme_defaults()
+    for key in schema_keys(schema):
+        default, demo_value = table[key]
+        expected = DESCRIBED.get(key, shown(schema_default(schema, key)))
+        assert default == expected, f"README: {key} default {default!r}, schema: {expected!r}"
+        try:
+            value = config_value(demo, key)
+        except KeyError:
+            continue
+        if value != schema_default(schema, key):
+            assert demo_value == shown(value), (
+                f"README: {key} {demo_value!r} in the demo, config.yaml: {shown(value)!r}"
+            )
+
+
+def test_the_schema_names_what_the_catalog_names():
+    """Backbones, heads and demo classes are written once, in the catalog; the
+    schema's enums and descriptions must agree with it."""
+    from actionrec import catalog
+
+    schema = yaml.safe_load((REPO / "config/schema.yaml").read_text())["properties"]
+    assert tuple(schema["train"]["properties"]["head"]["enum"]) == catalog.HEADS
+    assert tuple(schema["compare"]["properties"]["heads"]["items"]["enum"]) == catalog.HEADS
+    demo = schema["demo"]["properties"]["classes"]
+    assert tuple(demo["items"]["enum"]) == catalog.DEMO_CLASSES == tuple(demo["default"])
+    assert tuple(schema["train"]["properties"]["norm"]["enum"]) == catalog.NORMS
+    described = schema["train"]["properties"]["backbone"]["description"]
+    assert all(name in described for name in catalog.BACKBONES)
+    assert schema["train"]["properties"]["backbone"]["default"] in catalog.BACKBONES

@@ -2,10 +2,12 @@ import h5py
 import numpy as np
 import pytest
 
+from actionrec.catalog import DEMO_CLASSES as CLASSES
+from actionrec.catalog import ORDER_PAIRS
 from actionrec.extract import extract_shard
 from actionrec.manifest import build_manifest
 from actionrec.split import make_split
-from actionrec.synthetic import CLASSES, ORDER_PAIRS, make_scene, render_dataset, render_frames
+from actionrec.synthetic import RENDERERS, make_scene, render_dataset, render_frames
 from actionrec.video import decode_clip
 
 W, H = 160, 120
@@ -95,3 +97,8 @@ def test_a_leaky_split_scores_higher_on_the_demo(tmp_path):
         accuracy[method] = float((guess == test["label"].to_numpy()).mean())
     assert accuracy["random"] > 0.8, accuracy
     assert accuracy["random"] - accuracy["group"] > 0.3, accuracy
+
+
+def test_every_demo_class_has_a_renderer():
+    assert tuple(RENDERERS) == CLASSES
+    assert {c for pair in ORDER_PAIRS for c in pair} <= set(CLASSES)

@@ -281,7 +281,8 @@ def test_real_pretrained_backbone_on_real_clips(lite0, sample, tmp_path):
 
 
 def test_the_search_on_cached_features_chooses_a_rate(cached, backbone_file, tmp_path):
-    from actionrec.search import SearchSettings, bayes_search, choose, run_trial
+    from actionrec.search import SearchSettings, bayes_search, choose
+    from actionrec.train import run_trial
 
     settings = SearchSettings.from_config(
         {"low": 1e-4, "high": 1e-1, "epochs": 3, "bayes": {"n_calls": 3, "n_initial_points": 3}}

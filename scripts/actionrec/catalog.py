@@ -19,6 +19,8 @@ BACKBONES = {
     # Four conv blocks, ~0.1 M parameters: for tests and quick checks, not a result.
     "smallcnn": None,
 }
+# Backbones that rule pretrain can pretrain on the demo's still images.
+PRETRAINABLE = tuple(name for name, constructor in BACKBONES.items() if constructor)
 # Backbones whose keras.applications model expects caffe-style input (BGR, mean
 # subtracted) from outside; the others preprocess 0..255 RGB themselves.
 CAFFE_INPUT = ("resnet50",)
@@ -48,8 +50,9 @@ ORDER_PAIRS = (
     ("RotateClockwise", "RotateAnticlockwise"),
     ("Brighten", "Darken"),
 )
-# File endings the manifest takes as videos unless data.extensions says otherwise.
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv")
+# File endings the predict command takes as videos when it searches a folder.
+# (The manifest takes data.extensions, whose default is in config/schema.yaml.)
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
 
 
 def is_backbone_file(backbone: str) -> bool:

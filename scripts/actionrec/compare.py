@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Two backbones count as similarly accurate within this test-accuracy gap.
-SIMILAR_ACCURACY = 0.05
-
-
 def _conv_flops(layer) -> int:
     from keras import layers
 
@@ -61,6 +57,22 @@ def flops_per_frame(model) -> int:
         elif isinstance(layer, layers.Dense) and layer.built and layer.trainable:
             total += 2 * int(np.prod(layer.kernel.shape))
     return total
+
+
+def backbone_training(
+    history: pd.DataFrame, pretrain_history: str | os.PathLike | None
+) -> tuple[str, np.ndarray]:
+    """How this run trained the backbone, and the seconds of those epochs:
+    end to end from scratch or fine-tuning (epochs of this job, on the
+    clips), else pretraining on still images, else not at all (frozen: the
+    head's epochs)."""
+    for stage, name in (("full", "from scratch"), ("finetune", "fine-tuning")):
+        rows = history[history["stage"] == stage]
+        if len(rows):
+            return name, rows["seconds"].to_numpy(float)
+    if pretrain_history is not None:
+        return "pretraining", read_tsv(pretrain_history)["seconds"].to_numpy(float)
+    return "frozen", history["seconds"].to_numpy(float)
 
 
 def hardware() -> str:
@@ -96,28 +108,33 @@ def compare_backbone(
     train_section: dict,
     *,
     epochs: int,
+    finetune: bool,
     train_fraction: float,
     out_history: str | os.PathLike,
     out_metrics: str | os.PathLike,
     work_dir: str | os.PathLike,
     split_method: str,
     seed: int,
+    pretrain_history: str | os.PathLike | None = None,
     threads: int | None = None,
 ) -> dict:
     """Train the model the train section describes (its backbone and head
-    set by the caller) for ``epochs`` epochs per stage, best weights kept,
-    then measure it on the test split."""
+    set by the caller) for ``epochs`` epochs per stage (without fine-tuning
+    unless ``finetune``), best weights kept, then measure it on the test
+    split. ``pretrain_history``: the history of the backbone's pretraining
+    in this run, whose epochs then tell its training speed."""
     from sklearn.metrics import f1_score
 
     from .evaluate import predict_split
     from .model import backbone_of
     from .train import TrainConfig, train
 
+    stage2 = train_section.get("finetune", {}) if finetune else {"blocks": 0}
     cfg = TrainConfig.from_config(
         train_section,
         max_epochs=epochs,
         patience=epochs,
-        finetune={**train_section.get("finetune", {}), "max_epochs": epochs},
+        finetune={**stage2, "max_epochs": epochs},
         train_fraction=train_fraction,
         seed=seed,
     )
@@ -131,11 +148,7 @@ def compare_backbone(
     inference = len(clips) / (time.perf_counter() - start)
     true, pred = clips["label"].to_numpy(), probs.argmax(axis=1)
     kept = history.loc[history["kept"]].iloc[0]
-    # Epochs that trained the backbone (from scratch, or fine-tuning) tell the
-    # training speed; with a frozen backbone only the head trained.
-    backbone_epochs = history[history["stage"] != "frozen"]
-    timed = backbone_epochs if len(backbone_epochs) else history
-    seconds = timed["seconds"].to_numpy(float)
+    training, seconds = backbone_training(history, pretrain_history)
     metrics = {
         "backbone": backbone_key(cfg.backbone),
         "head": cfg.head,
@@ -155,7 +168,7 @@ def compare_backbone(
         "flops_per_frame": flops_per_frame(backbone_of(model)),
         "frames": int(frames),
         "size": int(size),
-        "backbone_trained": bool(len(backbone_epochs)),
+        "backbone_training": training,
         # The first epoch includes tracing the model: the mean is over the others when any.
         "train_seconds_per_epoch": round(
             float(seconds[1:].mean() if len(seconds) > 1 else seconds[0]), 2
@@ -174,73 +187,3 @@ def compare_backbone(
         metrics["train_seconds_per_epoch"],
     )
     return metrics
-
-
-SUMMARY_COLUMNS = [
-    "backbone", "head", "val_accuracy", "test_accuracy", "test_macro_f1", "parameters",
-    "flops_per_frame", "train_seconds_per_epoch", "train_seconds_total",
-    "inference_clips_per_second", "peak_memory_mb", "epochs", "lr",
-]  # fmt: skip
-
-
-def summarise(metric_files: list[str | os.PathLike]) -> pd.DataFrame:
-    rows = []
-    for path in metric_files:
-        with open(path, encoding="utf-8") as f:
-            rows.append(json.load(f))
-    return pd.DataFrame(rows)
-
-
-def claim_sentence(summary: pd.DataFrame) -> str:
-    """What this run shows about the original claim that EfficientNetB0
-    trains faster than ResNet50 at similar accuracy."""
-    first = summary.iloc[0]
-    where = f"{first['split_method']} split, {first['hardware']}, {first['epochs']} epoch(s)"
-    # The claim is about the original architecture: compare the average head.
-    original = summary[summary["head"] == "average"]
-    by = (original if len(original) else summary).drop_duplicates("backbone").set_index("backbone")
-    if not {"efficientnetb0", "resnet50"} <= set(by.index):
-        return (
-            f"This run ({where}) does not include both efficientnetb0 and resnet50, so it says "
-            "nothing about the original claim."
-        )
-    eff, res = by.loc["efficientnetb0"], by.loc["resnet50"]
-    speed = res["train_seconds_per_epoch"] / eff["train_seconds_per_epoch"]
-    gap = eff["test_accuracy"] - res["test_accuracy"]
-    faster = speed > 1
-    similar = gap >= -SIMILAR_ACCURACY
-    chance = 1 / float(first.get("classes", np.nan))
-    if max(eff["test_accuracy"], res["test_accuracy"]) < 2 * chance:
-        return (
-            f"On this run ({where}), EfficientNetB0 trained {speed:.1f}x "
-            f"{'faster' if faster else 'slower'} per epoch than ResNet50, but neither got "
-            f"beyond twice chance ({chance:.3f}) on the test split ({eff['test_accuracy']:.3f} "
-            f"and {res['test_accuracy']:.3f}), so this budget says nothing about accuracy and "
-            "cannot test the original claim that EfficientNetB0 trains faster at similar "
-            "accuracy; give the comparison more epochs."
-        )
-    verdict = "supports" if faster and similar else "does not support"
-    return (
-        f"On this run ({where}), EfficientNetB0 trained {speed:.1f}x "
-        f"{'faster' if faster else 'slower'} per epoch than ResNet50 and reached test accuracy "
-        f"{eff['test_accuracy']:.3f} against {res['test_accuracy']:.3f}: it {verdict} the "
-        "original claim that EfficientNetB0 trains faster at similar accuracy."
-    )
-
-
-def markdown(summary: pd.DataFrame, sentence: str) -> str:
-    cols = [c for c in SUMMARY_COLUMNS if c in summary]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in summary[cols].itertuples(index=False):
-        cells = [f"{v:,}" if isinstance(v, (int, np.integer)) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "# Backbone comparison\n\n" + "\n".join(lines) + f"\n\n{sentence}\n"
-
-
-def histories(metric_files, history_files) -> dict[str, pd.DataFrame]:
-    out = {}
-    for m, h in zip(metric_files, history_files, strict=True):
-        with open(m, encoding="utf-8") as f:
-            meta = json.load(f)
-        out[f"{meta['backbone']}/{meta['head']}"] = read_tsv(h)
-    return out

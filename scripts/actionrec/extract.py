@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import subprocess
 import time
@@ -61,10 +60,6 @@ COMPRESSION = {
 
 class ExtractError(RuntimeError):
     """Extraction must stop; the message names the file and the fix."""
-
-
-def shard_count(n_clips: int, clips_per_shard: int) -> int:
-    return max(1, math.ceil(n_clips / clips_per_shard))
 
 
 def shard_rows(manifest: pd.DataFrame, shard: int, clips_per_shard: int) -> pd.DataFrame:

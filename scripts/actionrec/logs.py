@@ -35,3 +35,12 @@ def logged(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
     finally:
         for h in handlers:
             h.flush()
+
+
+@contextlib.contextmanager
+def logged_with_progress(path: str | os.PathLike) -> Iterator[logging.Logger]:
+    """:func:`logged`, with standard output (Keras's per-epoch progress) going
+    into the same log."""
+    with logged(path) as log, open(path, "a", buffering=1) as progress:
+        with contextlib.redirect_stdout(progress):
+            yield log

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .settings import defaults
+
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv")
 MANIFEST_COLUMNS = ["clip_id", "path", "class", "label", "group", "clip"]
 # v_<Class>_gNN_cNN: the group is one long source video, the clip a piece of it.
 _UCF_NAME = re.compile(r"_g(\d+)_c(\d+)$")
@@ -49,10 +50,13 @@ def parse_clip_name(stem: str) -> tuple[str | None, str | None]:
 
 
 def scan_videos(
-    root: str | os.PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    root: str | os.PathLike, extensions: tuple[str, ...] | None = None
 ) -> dict[str, list[Path]]:
-    """Video files under each class folder of ``root``, sorted by name.
-    Hidden files (such as half-written ``.name.part``) are ignored."""
+    """Video files under each class folder of ``root``, sorted by name
+    (``extensions``: data.extensions, its default when None). Hidden files
+    (such as half-written ``.name.part``) are ignored."""
+    if extensions is None:
+        extensions = tuple(defaults("data")["extensions"])
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(
@@ -80,7 +84,7 @@ def scan_videos(
 def build_manifest(
     root: str | os.PathLike,
     class_index: str | os.PathLike | None = None,
-    extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+    extensions: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
     """One row per clip: clip_id, path, class, label, group, clip.
 
@@ -89,7 +93,8 @@ def build_manifest(
     classes (UCF101 numbers groups within each class); a file name without
     ``gNN`` becomes a group of its own, with a warning.
     """
-    found = scan_videos(root, tuple(extensions))
+    extensions = tuple(extensions or defaults("data")["extensions"])
+    found = scan_videos(root, extensions)
     for cls, files in found.items():
         if not files:
             log.warning(

@@ -64,6 +64,15 @@ class Data:
         """From a rule's files (lists of paths) or from folders of them."""
         return cls(Path(split), _by_name(shards), int(num_classes), _by_name(features))
 
+    @classmethod
+    def of_rule(cls, inputs) -> Data:
+        """From a rule's input: ``split``, ``classes`` (results/data/classes.txt),
+        ``shards`` and, if the rule has them, ``features``."""
+        from .manifest import read_classes
+
+        features = getattr(inputs, "features", ())
+        return cls.of(inputs.split, inputs.shards, len(read_classes(inputs.classes)), features)
+
     def with_features(self, features: Iterable[str | os.PathLike]) -> Data:
         return Data(self.split, self.shards, self.num_classes, _by_name(features))
 
@@ -248,12 +257,12 @@ def make_dataset(
         order = tf.range(n, dtype=tf.int64)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(order, tf.stack([seed, epoch]))
+
+        def element(position):
+            return clip_at(position, epoch), tf.one_hot(labels[position], data.num_classes)
+
         ds = tf.data.Dataset.from_tensor_slices(order)
-        ds = ds.map(
-            lambda i: (clip_at(i, epoch), tf.one_hot(labels[i], data.num_classes)),
-            num_parallel_calls=workers,
-            deterministic=True,
-        )
+        ds = ds.map(element, num_parallel_calls=workers, deterministic=True)
         return ds.batch(batch_size)
 
     if epochs is None:

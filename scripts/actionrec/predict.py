@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluate import format_top
+from .catalog import VIDEO_EXTENSIONS
+from .scores import format_top
 from .manifest import read_classes
 from .video import BadVideo, find_ffmpeg, windows
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
 COLUMNS = ["video", "status", "windows", "frames", "predicted", "probability", "top", "error"]
 
 

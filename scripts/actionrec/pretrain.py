@@ -37,8 +37,9 @@ def pretrain_backbone(
     threads: int | None = None,
 ) -> pd.DataFrame:
     """Train ``backbone`` from scratch to classify ``images`` still images
-    (a tenth held out for validation); save its weights without the
-    classifier, and a history of loss, accuracy and seconds per epoch."""
+    (a tenth held out for validation) with Adam at ``lr``; save its weights
+    without the classifier, and a history of loss, accuracy and seconds per
+    epoch."""
     import keras
     import tensorflow as tf
 
@@ -61,7 +62,9 @@ def pretrain_backbone(
     features = keras.layers.GlobalAveragePooling2D()(net.output)
     out = keras.layers.Dense(len(image_labels()), activation="softmax", name="labels")(features)
     model = keras.Model(net.input, out)
-    model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     fit = model.fit(
         x[n_val:].astype(np.float32),
         y[n_val:],

@@ -20,9 +20,7 @@ import logging
 import math
 import os
 import shutil
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,9 +29,6 @@ import pandas as pd
 
 from .settings import with_defaults
 from .tables import read_tsv, write_tsv
-
-if TYPE_CHECKING:
-    from .pipeline import Data
 
 log = logging.getLogger(__name__)
 
@@ -87,56 +82,6 @@ def score(row: dict) -> float:
     """What the optimizer minimises: the trial's lowest val loss."""
     value = float(row["val_loss"])
     return value if math.isfinite(value) else DIVERGED_SCORE
-
-
-def run_trial(
-    lr: float,
-    data: Data,
-    train_section: dict,
-    settings: SearchSettings,
-    work_dir: str | os.PathLike,
-    *,
-    seed: int,
-    threads: int | None = None,
-) -> dict:
-    """Train a fresh model at ``lr`` for the search budget; its best val loss
-    and the val accuracy of that epoch. A diverged trial scores NaN.
-
-    With a pretrained backbone a trial is the frozen stage (the head, on
-    cached features when ``data`` has them); fine-tuning later runs at
-    ``lr * finetune.lr_factor``. From scratch a trial trains end to end."""
-    from .train import TrainConfig, train
-
-    cfg = TrainConfig.from_config(
-        train_section,
-        lr=float(lr),
-        max_epochs=settings.epochs,
-        patience=settings.epochs,
-        evaluate_test=False,
-        train_fraction=settings.train_fraction,
-        finetune={"blocks": 0},
-        seed=seed,
-    )
-    start = time.perf_counter()
-    try:
-        _, history = train(data, cfg, Path(work_dir), threads=threads, head_only=True)
-    except FloatingPointError:
-        log.warning("lr %g: the loss diverged", lr)
-        return {
-            "lr": float(lr),
-            "val_loss": float("nan"),
-            "val_accuracy": float("nan"),
-            "epoch": 0,
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-    best = history.loc[history["val_loss"].idxmin()]
-    return {
-        "lr": float(lr),
-        "val_loss": float(best["val_loss"]),
-        "val_accuracy": float(best["val_accuracy"]),
-        "epoch": int(best["epoch"]),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
 
 
 def make_optimizer(settings: SearchSettings, seed: int):

@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +49,11 @@ from .pipeline import (
     steps_per_epoch,
 )
 from .resume import HISTORY_COLUMNS, TestEvaluation, fit_resumable, prepare_work_dir
+from .search import SearchSettings
 from .settings import with_defaults
 from .tables import write_tsv
 
 log = logging.getLogger(__name__)
-
-# Keys of the train section that size the job for a scheduler, not the training.
-JOB_KEYS = ("gpus", "mem_mb", "runtime")
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -88,8 +86,6 @@ class TrainConfig:
     def from_config(cls, section: dict, **overrides) -> TrainConfig:
         """From a (partial) train section; ``overrides`` win, ``seed`` among them."""
         values = with_defaults("train", {**section, **overrides})
-        for key in JOB_KEYS:
-            values.pop(key, None)
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown train options {sorted(unknown)}")
@@ -347,3 +343,51 @@ def _join(histories: list[pd.DataFrame], kept: tuple[int, int]) -> pd.DataFrame:
     history = pd.concat(parts, ignore_index=True)
     history["epoch"] = np.arange(1, len(history) + 1)
     return history[["epoch", "stage", *HISTORY_COLUMNS[1:], "kept"]]
+
+
+def run_trial(
+    lr: float,
+    data: Data,
+    train_section: dict,
+    settings: SearchSettings,
+    work_dir: str | os.PathLike,
+    *,
+    seed: int,
+    threads: int | None = None,
+) -> dict:
+    """Train a fresh model at ``lr`` for the search budget; its best val loss
+    and the val accuracy of that epoch. A diverged trial scores NaN.
+
+    With a pretrained backbone a trial is the frozen stage (the head, on
+    cached features when ``data`` has them); fine-tuning later runs at
+    ``lr * finetune.lr_factor``. From scratch a trial trains end to end."""
+    cfg = TrainConfig.from_config(
+        train_section,
+        lr=float(lr),
+        max_epochs=settings.epochs,
+        patience=settings.epochs,
+        evaluate_test=False,
+        train_fraction=settings.train_fraction,
+        finetune={"blocks": 0},
+        seed=seed,
+    )
+    start = time.perf_counter()
+    try:
+        _, history = train(data, cfg, Path(work_dir), threads=threads, head_only=True)
+    except FloatingPointError:
+        log.warning("lr %g: the loss diverged", lr)
+        return {
+            "lr": float(lr),
+            "val_loss": float("nan"),
+            "val_accuracy": float("nan"),
+            "epoch": 0,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    best = history.loc[history["val_loss"].idxmin()]
+    return {
+        "lr": float(lr),
+        "val_loss": float(best["val_loss"]),
+        "val_accuracy": float(best["val_accuracy"]),
+        "epoch": int(best["epoch"]),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
