@@ -1,5 +1,7 @@
 # Human action recognition in video: from a folder of clips (UCF101's layout,
-# or the built-in synthetic demo) to HDF5 shards and an honest split.
+# or the built-in synthetic demo) through HDF5 shards, an honest split, a
+# learning-rate search, a backbone comparison and transfer learning to an
+# evaluated clip classifier. The rules are in rules/, the code in scripts/.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

@@ -55,8 +55,11 @@ def main():
 
     def report(name, model, seconds):
         right = model.predict(x_test, verbose=0).argmax(axis=1) == y_test
-        print(f"{name:<26s} {right.mean():6.3f} {right[pairs].mean():8.3f} "
-              f"{right[~pairs].mean():10.3f} {seconds:8.0f}", flush=True)  # fmt: skip
+        print(
+            f"{name:<26s} {right.mean():6.3f} {right[pairs].mean():8.3f} "
+            f"{right[~pairs].mean():10.3f} {seconds:8.0f}",
+            flush=True,
+        )
 
     print(f"{len(x)} training clips, {len(x_test)} test clips of held-out scenes")
     print(f"{'model':<26s} {'all':>6s} {'pairs':>8s} {'order-free':>10s} {'seconds':>8s}")

@@ -130,7 +130,9 @@ def main() -> None:
     names = sorted(manifest["class"].unique())
     shard = tmp / "shards/shard-0000.h5"
     start = time.perf_counter()
-    report = extract_shard(manifest, shard, tmp / "shards/shard-0000.tsv", args.frames, args.size)
+    report = extract_shard(
+        manifest, shard, tmp / "shards/shard-0000.tsv", frames=args.frames, size=args.size
+    )
     n_clips = int((report["status"] == "ok").sum())
     print(
         f"{n_clips} real clips of {len(names)} classes, T={args.frames}, S={args.size}, "

@@ -130,7 +130,6 @@ rule check_shards:
         mem_mb=2000,
         runtime=120,
     params:
-        shard_dir=SHARD_DIR,
         extract=config["extract"],
     script:
         "../scripts/check_shards.py"

@@ -1,6 +1,7 @@
 """Verify every shard against the manifest (rule check_shards, on request)."""
 
 import logging
+from pathlib import Path
 
 from actionrec.logs import logged
 from actionrec.shardcheck import check_shards
@@ -10,14 +11,18 @@ sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
     extract = sm.params.extract
     table = check_shards(
-        sm.params.shard_dir, read_tsv(sm.input.manifest), extract["clips_per_shard"],
-        extract["frames"], extract["size"],
-    )  # fmt: skip
+        Path(sm.input.shards[0]).parent,
+        read_tsv(sm.input.manifest),
+        clips_per_shard=extract["clips_per_shard"],
+        frames=extract["frames"],
+        size=extract["size"],
+    )
     write_tsv(table, sm.output[0])
     bad = table[table["status"] != "ok"]
     if len(bad):
         logging.getLogger("check_shards").error(
             "%d bad shard(s): %s. `PYTHONPATH=scripts python -m actionrec check-shards "
             "--remove-bad` moves them aside; snakemake then extracts them anew.",
-            len(bad), ", ".join(bad["shard"]),
-        )  # fmt: skip
+            len(bad),
+            ", ".join(bad["shard"]),
+        )

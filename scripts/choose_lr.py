@@ -14,6 +14,8 @@ with logged(sm.log[0]):
     with open(sm.output[0], "w", encoding="utf-8") as f:
         json.dump(best, f, indent=1)
     logging.getLogger("best_lr").info(
-        "chose lr %g from the %s search (val loss %.4f)", best["lr"], best["search"],
+        "chose lr %g from the %s search (val loss %.4f)",
+        best["lr"],
+        best["search"],
         best["val_loss"],
-    )  # fmt: skip
+    )

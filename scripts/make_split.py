@@ -10,7 +10,12 @@ sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]) as log:
     p = sm.params
     table, summary = make_split(
-        read_tsv(sm.input[0]), p.method, dict(p.fractions), p.seed, p.splits_dir, p.official_split
+        read_tsv(sm.input[0]),
+        p.method,
+        dict(p.fractions),
+        seed=p.seed,
+        splits_dir=p.splits_dir,
+        official_number=p.official_split,
     )
     write_tsv(table, sm.output.split)
     with open(sm.output.leakage, "w") as fh:

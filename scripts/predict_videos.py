@@ -19,7 +19,13 @@ with logged(sm.log[0]):
             log.warning("%s: not classified: %s", row["video"], row["error"])
 
     table = predict_videos(
-        sm.input.model, videos, read_classes(sm.input.classes), sm.params.top,
-        sm.params.window_seconds, sm.params.resize, sm.params.ffmpeg, on_result=report,
-    )  # fmt: skip
+        sm.input.model,
+        videos,
+        classes=read_classes(sm.input.classes),
+        top=sm.params.top,
+        window_seconds=sm.params.window_seconds,
+        resize=sm.params.resize,
+        ffmpeg_exe=sm.params.ffmpeg,
+        on_result=report,
+    )
     write_tsv(table, sm.output[0])

@@ -18,9 +18,14 @@ with logged_with_progress(sm.log[0]):
 
     def trial(lr):
         return run_trial(
-            lr, data, sm.params.train, settings, work / "trial", seed=sm.params.seed,
+            lr,
+            data,
+            sm.params.train,
+            settings,
+            work / "trial",
+            seed=sm.params.seed,
             threads=sm.threads,
-        )  # fmt: skip
+        )
 
     # What the trials depend on: a rerun with other data or settings starts afresh.
     context = {"train": sm.params.train, "data": data_fingerprint(data)}

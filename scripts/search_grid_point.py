@@ -13,8 +13,13 @@ with logged_with_progress(sm.log[0]):
     settings = SearchSettings.from_config(sm.params.search)
     data = Data.of_rule(sm.input)
     result = run_trial(
-        float(sm.wildcards.lr), data, sm.params.train, settings, sm.params.work_dir,
-        seed=sm.params.seed, threads=sm.threads,
-    )  # fmt: skip
+        float(sm.wildcards.lr),
+        data,
+        sm.params.train,
+        settings,
+        sm.params.work_dir,
+        seed=sm.params.seed,
+        threads=sm.threads,
+    )
     with open(sm.output[0], "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

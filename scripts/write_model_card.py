@@ -7,6 +7,12 @@ sm = snakemake  # noqa: F821 - provided by Snakemake
 with logged(sm.log[0]):
     best_lr = sm.input.lr[0] if sm.input.lr else None
     write_model_card(
-        sm.output[0], sm.input.metrics, sm.input.per_class, sm.input.history,
-        sm.input.manifest, sm.input.leakage, sm.params.config, best_lr,
-    )  # fmt: skip
+        sm.output[0],
+        metrics_json=sm.input.metrics,
+        per_class_tsv=sm.input.per_class,
+        history_tsv=sm.input.history,
+        manifest_tsv=sm.input.manifest,
+        leakage_json=sm.input.leakage,
+        config=sm.params.config,
+        best_lr_json=best_lr,
+    )

@@ -110,9 +110,17 @@ def tiny_data(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny")
     render_dataset(
-        root / "videos", classes=["Grow", "Checker", "Stripes"], groups=4, clips_per_group=3,
-        min_frames=6, max_frames=12, width=96, height=72, seed=3, workers=2,
-    )  # fmt: skip
+        root / "videos",
+        classes=["Grow", "Checker", "Stripes"],
+        groups=4,
+        clips_per_group=3,
+        min_frames=6,
+        max_frames=12,
+        width=96,
+        height=72,
+        seed=3,
+        workers=2,
+    )
     manifest = build_manifest(root / "videos")
     reports = []
     for k in range(3):

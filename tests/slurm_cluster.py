@@ -53,14 +53,18 @@ def install() -> None:
     if not shutil.which("apt-get"):
         raise Unavailable("SLURM is not installed and this machine has no apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    update = subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True,
-                            env=env, timeout=600)  # fmt: skip
+    update = subprocess.run(
+        ["apt-get", "update", "-qq"], capture_output=True, text=True, env=env, timeout=600
+    )
     if update.returncode != 0:
         raise Unavailable(f"apt-get update failed: {update.stderr[-500:]}")
     out = subprocess.run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
-        capture_output=True, text=True, env=env, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     if out.returncode != 0:
         raise Unavailable(f"apt-get install {' '.join(PACKAGES)} failed: {out.stderr[-500:]}")
 
@@ -173,8 +177,15 @@ StorageLoc=slurm_acct_db
             key.chmod(0o400)
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
-        self._daemon(Path("/run/munge/munged.pid"), "runuser", "-u", "munge", "--",
-                     "/usr/sbin/munged", "--force")  # fmt: skip
+        self._daemon(
+            Path("/run/munge/munged.pid"),
+            "runuser",
+            "-u",
+            "munge",
+            "--",
+            "/usr/sbin/munged",
+            "--force",
+        )
 
     def _start_mariadb(self) -> None:
         pidfile = Path("/run/mysqld/mysqld.pid")
@@ -183,13 +194,19 @@ StorageLoc=slurm_acct_db
             Path("/run/mysqld").mkdir(parents=True, exist_ok=True)
             shutil.chown("/run/mysqld", "mysql", "mysql")
             if not Path("/var/lib/mysql/mysql").exists():
-                _run("mariadb-install-db", "--user=mysql", "--datadir=/var/lib/mysql",
-                     timeout=300)  # fmt: skip
+                _run("mariadb-install-db", "--user=mysql", "--datadir=/var/lib/mysql", timeout=300)
             subprocess.Popen(
-                ["/usr/sbin/mariadbd", "--user=mysql", f"--pid-file={pidfile}",
-                 f"--socket={sock}", "--bind-address=127.0.0.1"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                [
+                    "/usr/sbin/mariadbd",
+                    "--user=mysql",
+                    f"--pid-file={pidfile}",
+                    f"--socket={sock}",
+                    "--bind-address=127.0.0.1",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             self.started.append(pidfile)
             _wait("MariaDB", lambda: sock.exists() and _pid_alive(pidfile), 60)
         sql = (
@@ -204,14 +221,18 @@ StorageLoc=slurm_acct_db
         self._start_munge()
         self._start_mariadb()
         self._daemon(Path("/run/slurmdbd.pid"), "/usr/sbin/slurmdbd")
-        _wait("slurmdbd", lambda: _run("sacctmgr", "-n", "list", "cluster",
-                                       check=False).returncode == 0)  # fmt: skip
+        _wait(
+            "slurmdbd",
+            lambda: _run("sacctmgr", "-n", "list", "cluster", check=False).returncode == 0,
+        )
         if "local" not in _run("sacctmgr", "-n", "-P", "list", "cluster", "format=cluster").stdout:
             _run("sacctmgr", "-i", "add", "cluster", "local")
         self._daemon(Path("/run/slurmctld.pid"), "/usr/sbin/slurmctld")
         self._daemon(Path("/run/slurmd.pid"), "/usr/sbin/slurmd")
-        _wait("the node to be idle",
-              lambda: "idle" in _run("sinfo", "-h", "-o", "%t", check=False).stdout)  # fmt: skip
+        _wait(
+            "the node to be idle",
+            lambda: "idle" in _run("sinfo", "-h", "-o", "%t", check=False).stdout,
+        )
         return self
 
     def stop(self) -> None:
@@ -244,7 +265,15 @@ StorageLoc=slurm_acct_db
 def sacct_jobs(since: str) -> list[dict[str, str]]:
     """Jobs sacct knows since ``since`` (YYYY-MM-DDTHH:MM:SS): id, name,
     comment, state, exit code, allocated resources."""
-    out = _run("sacct", "-n", "-P", "-X", "-S", since, "-o",
-               "JobID,JobName,Comment,State,ExitCode,AllocTRES")  # fmt: skip
+    out = _run(
+        "sacct",
+        "-n",
+        "-P",
+        "-X",
+        "-S",
+        since,
+        "-o",
+        "JobID,JobName,Comment,State,ExitCode,AllocTRES",
+    )
     keys = ("id", "name", "comment", "state", "exit_code", "tres")
     return [dict(zip(keys, line.split("|"), strict=False)) for line in out.stdout.splitlines()]

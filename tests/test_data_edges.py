@@ -14,8 +14,17 @@ from actionrec.synthetic import render_dataset
 
 def dataset(tmp_path):
     root = tmp_path / "UCF-101"
-    render_dataset(root, classes=["Grow", "Checker"], groups=2, clips_per_group=1,
-                   min_frames=6, max_frames=8, width=64, height=48, seed=1)  # fmt: skip
+    render_dataset(
+        root,
+        classes=["Grow", "Checker"],
+        groups=2,
+        clips_per_group=1,
+        min_frames=6,
+        max_frames=8,
+        width=64,
+        height=48,
+        seed=1,
+    )
     return root
 
 
@@ -60,13 +69,17 @@ def test_symbolic_links_are_followed_and_broken_ones_named(tmp_path, caplog):
 def test_split_list_naming_missing_files_is_reported(tmp_path, caplog):
     lists = tmp_path / "lists"
     lists.mkdir()
-    (lists / "trainlist01.txt").write_text("A/v_A_g01_c01.avi 1\nA/v_A_g02_c01.avi 1\n"
-                                           "A/v_A_g09_c01.avi 1\n")  # fmt: skip
+    (lists / "trainlist01.txt").write_text(
+        "A/v_A_g01_c01.avi 1\nA/v_A_g02_c01.avi 1\nA/v_A_g09_c01.avi 1\n"
+    )
     (lists / "testlist01.txt").write_text("A/v_A_g03_c01.avi\nA/v_A_g08_c01.avi\n")
-    clips = pd.DataFrame({
-        "clip_id": ["v_A_g01_c01", "v_A_g02_c01", "v_A_g03_c01", "v_A_g04_c01"],
-        "label": 0, "group": ["A_g01", "A_g02", "A_g03", "A_g04"],
-    })  # fmt: skip
+    clips = pd.DataFrame(
+        {
+            "clip_id": ["v_A_g01_c01", "v_A_g02_c01", "v_A_g03_c01", "v_A_g04_c01"],
+            "label": 0,
+            "group": ["A_g01", "A_g02", "A_g03", "A_g04"],
+        }
+    )
     with caplog.at_level(logging.WARNING):
         side = official_split(clips, lists, 1, {"train": 0.6, "val": 0.2, "test": 0.2}, 0)
     assert "official split 1 lists 5 clips; 3 of them are among the extracted clips" in caplog.text

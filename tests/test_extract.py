@@ -72,7 +72,9 @@ def test_shard_schema_and_provenance(sample, tmp_path):
 def test_on_bad_video_fail_names_the_file(mixed_folder, tmp_path):
     rows = build_manifest(mixed_folder)
     with pytest.raises(ExtractError, match=r"v_Bad_g01_c01\.avi: empty file.*on_bad_video"):
-        extract_shard(rows, tmp_path / "s.h5", tmp_path / "s.tsv", T, S, on_bad_video="fail")
+        extract_shard(
+            rows, tmp_path / "s.h5", tmp_path / "s.tsv", frames=T, size=S, on_bad_video="fail"
+        )
     assert not (tmp_path / "s.h5").exists()
 
 

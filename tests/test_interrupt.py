@@ -33,8 +33,9 @@ def kill_when(workdir: Path, ready, timeout: float = 300) -> None:
     """Run snakemake in its own process group; SIGKILL the group once ``ready()``."""
     cmd = [*snakemake_cmd(), "--cores", "2", *ARGS]
     log = open(workdir / "killed_run.log", "w")
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + timeout
     try:
         while not ready():
@@ -47,8 +48,13 @@ def kill_when(workdir: Path, ready, timeout: float = 300) -> None:
 
 
 def assert_same_results(a: Path, b: Path) -> None:
-    for table in ("data/manifest.tsv", "data/split.tsv", "data/extract_report.tsv",
-                  "final/predictions.tsv", "final/per_class.tsv"):  # fmt: skip
+    for table in (
+        "data/manifest.tsv",
+        "data/split.tsv",
+        "data/extract_report.tsv",
+        "final/predictions.tsv",
+        "final/per_class.tsv",
+    ):
         x, y = read_tsv(a / "results" / table), read_tsv(b / "results" / table)
         x, y = (t.drop(columns=[c for c in ("path",) if c in t]) for t in (x, y))
         pd.testing.assert_frame_equal(x, y, obj=table)

@@ -38,8 +38,7 @@ print(json.dumps({{"clips": n, "self": resource.getrusage(resource.RUSAGE_SELF).
 
 
 def peak(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=600)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -51,8 +50,16 @@ def clips(folder, n_frames, container, count=3):
         path = folder / f"v_Long_g{k + 1:02d}_c01.{container}"
         base = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
         write_video(path, (np.roll(base, i, axis=1) for i in range(n_frames)), 320, 240, 25.0)
-        rows.append({"clip_id": path.stem, "path": str(path), "class": "Long", "label": 0,
-                     "group": f"Long_g{k + 1:02d}", "clip": "c01"})  # fmt: skip
+        rows.append(
+            {
+                "clip_id": path.stem,
+                "path": str(path),
+                "class": "Long",
+                "label": 0,
+                "group": f"Long_g{k + 1:02d}",
+                "clip": "c01",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -63,14 +70,21 @@ def test_extraction_memory_does_not_grow_with_clip_length(tmp_path, container, b
         folder = tmp_path / name
         folder.mkdir()
         write_tsv(clips(folder, n_frames, container), folder / "rows.tsv")
-        result[name] = peak(EXTRACT.format(scripts=str(REPO / "scripts"),
-                                           rows=str(folder / "rows.tsv"), out=str(folder / "s"),
-                                           buffer=buffer_mb))  # fmt: skip
+        result[name] = peak(
+            EXTRACT.format(
+                scripts=str(REPO / "scripts"),
+                rows=str(folder / "rows.tsv"),
+                out=str(folder / "s"),
+                buffer=buffer_mb,
+            )
+        )
     # 1200 frames of 224 x 224 RGB are 180 MB: none of that may stay in memory
     # beyond the buffer (AVI: only the 16 sampled frames are ever sent).
     allowance_kb = (buffer_mb + 24) * 1024
-    print(f"\n{container}: peak RSS short {result['short']['self'] / 1024:.0f} MB, "
-          f"long {result['long']['self'] / 1024:.0f} MB")  # fmt: skip
+    print(
+        f"\n{container}: peak RSS short {result['short']['self'] / 1024:.0f} MB, "
+        f"long {result['long']['self'] / 1024:.0f} MB"
+    )
     assert result["long"]["self"] <= result["short"]["self"] + allowance_kb
 
 
@@ -87,8 +101,16 @@ def shards(folder, n_clips):
             for i in range(n):
                 d[i] = rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8)
         for i in range(n):
-            rows.append({"clip_id": f"c{k}_{i}", "shard": f"shard-{k:04d}.h5", "index": i,
-                         "label": i % 5, "group": f"g{k}_{i}", "split": "train"})  # fmt: skip
+            rows.append(
+                {
+                    "clip_id": f"c{k}_{i}",
+                    "shard": f"shard-{k:04d}.h5",
+                    "index": i,
+                    "label": i % 5,
+                    "group": f"g{k}_{i}",
+                    "split": "train",
+                }
+            )
     write_tsv(pd.DataFrame(rows), folder / "split.tsv")
     return folder
 
@@ -97,10 +119,14 @@ def test_input_pipeline_memory_is_bounded_by_the_batch(tmp_path):
     result = {}
     for name, n in (("small", 100), ("large", 2000)):  # 10 MB against 197 MB of frames
         folder = shards(tmp_path / name, n)
-        result[name] = peak(PIPELINE.format(scripts=str(REPO / "scripts"),
-                                            split=str(folder / "split.tsv"),
-                                            shards=str(folder)))  # fmt: skip
+        result[name] = peak(
+            PIPELINE.format(
+                scripts=str(REPO / "scripts"), split=str(folder / "split.tsv"), shards=str(folder)
+            )
+        )
         assert result[name]["clips"] == n
-    print(f"\npipeline peak RSS: 100 clips {result['small']['self'] / 1024:.0f} MB, "
-          f"2000 clips {result['large']['self'] / 1024:.0f} MB")  # fmt: skip
+    print(
+        f"\npipeline peak RSS: 100 clips {result['small']['self'] / 1024:.0f} MB, "
+        f"2000 clips {result['large']['self'] / 1024:.0f} MB"
+    )
     assert result["large"]["self"] <= result["small"]["self"] + 60 * 1024

@@ -27,7 +27,12 @@ def test_train_order_changes_every_epoch_and_follows_the_seed(tiny_data):
 
     def epochs(seed, first, stop, aug=None):
         ds = make_dataset(
-            tiny_data["data"], "train", 4, shuffle=True, augment=aug, seed=seed,
+            tiny_data["data"],
+            "train",
+            4,
+            shuffle=True,
+            augment=aug,
+            seed=seed,
             epochs=(first, stop),
         )
         x = collect(ds)[0]

@@ -97,7 +97,10 @@ def test_grid_points_gather_sorted_by_rate(tmp_path):
     files = []
     for lr, loss in ((0.003, 0.8), (0.0003, 1.2), (0.001, 0.9)):
         files.append(tmp_path / f"lr-{lr:g}.json")
-        files[-1].write_text(json.dumps({"lr": lr, "val_loss": loss, "val_accuracy": 0.5,
-                                         "epoch": 1, "seconds": 2.0}))  # fmt: skip
+        files[-1].write_text(
+            json.dumps(
+                {"lr": lr, "val_loss": loss, "val_accuracy": 0.5, "epoch": 1, "seconds": 2.0}
+            )
+        )
     table = gather_grid(files)
     assert table["lr"].tolist() == [0.0003, 0.001, 0.003] and table["trial"].tolist() == [1, 2, 3]

@@ -21,7 +21,7 @@ def copy_of(tiny_data, tmp_path):
 
 def test_good_shards_pass(tiny_data, tmp_path):
     shards, manifest = copy_of(tiny_data, tmp_path)
-    table = check_shards(shards, manifest, 12, 4, 32)
+    table = check_shards(shards, manifest, clips_per_shard=12, frames=4, size=32)
     assert table["status"].tolist() == ["ok"] * 3 and table["clips"].sum() == len(manifest)
 
 
@@ -40,7 +40,7 @@ def test_damaged_shards_are_named(tiny_data, tmp_path):
     with h5py.File(shards / "shard-0002.h5", "r+") as f:
         ids = f["clip_id"][:]
         f["clip_id"][:] = ids[::-1]
-    table = check_shards(shards, manifest, 12, 4, 32).set_index("shard")
+    table = check_shards(shards, manifest, clips_per_shard=12, frames=4, size=32).set_index("shard")
     assert (table["status"] == "corrupt").all()
     assert "unreadable" in table.loc[str(first), "problem"]
     assert "unreadable" in table.loc[str(second), "problem"]
@@ -48,7 +48,7 @@ def test_damaged_shards_are_named(tiny_data, tmp_path):
     # Settings that do not match the shards are named too.
     good = tmp_path / "good"
     shutil.copytree(tiny_data["shards"], good)
-    wrong = check_shards(good, manifest, 12, 8, 32)
+    wrong = check_shards(good, manifest, clips_per_shard=12, frames=8, size=32)
     assert wrong["problem"].str.contains("extract.frames").all()
 
 
@@ -58,9 +58,19 @@ def test_command_moves_bad_shards_aside(tiny_data, tmp_path):
     bad.write_bytes(bad.read_bytes()[:4000])
     config = tmp_path / "c.yaml"
     config.write_text("extract: {frames: 4, size: 32, clips_per_shard: 12}\n")
-    cmd = [sys.executable, "-m", "actionrec", "check-shards", "--configfile", str(config),
-           "--shards", str(shards), "--manifest", str(tiny_data["manifest"]),
-           "--remove-bad"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "actionrec",
+        "check-shards",
+        "--configfile",
+        str(config),
+        "--shards",
+        str(shards),
+        "--manifest",
+        str(tiny_data["manifest"]),
+        "--remove-bad",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1

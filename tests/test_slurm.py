@@ -52,9 +52,15 @@ def slurm_run(cluster, tmp_path_factory):
     workdir = prepared(tmp_path_factory.mktemp("slurm"))
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     out = snakemake(
-        workdir, "--workflow-profile", "profiles/slurm", *SHORT_ARGS, "gpu.yaml",
-        "--slurm-init-seconds-before-status-checks", "1", timeout=900,
-    )  # fmt: skip
+        workdir,
+        "--workflow-profile",
+        "profiles/slurm",
+        *SHORT_ARGS,
+        "gpu.yaml",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return workdir, out, since
 
@@ -64,8 +70,17 @@ def test_every_rule_ran_as_a_completed_slurm_job(slurm_run):
     jobs = sacct_jobs(since)
     print("\n".join("|".join(j.values()) for j in jobs))  # the sacct lines, for the record
     rules = {j["comment"].split("_wildcards")[0].removeprefix("rule_") for j in jobs}
-    wanted = {"render_demo", "manifest", "extract_shard", "extract_report", "split", "train",
-              "evaluate", "figures", "model_card"}  # fmt: skip
+    wanted = {
+        "render_demo",
+        "manifest",
+        "extract_shard",
+        "extract_report",
+        "split",
+        "train",
+        "evaluate",
+        "figures",
+        "model_card",
+    }
     assert wanted <= rules, (wanted - rules, jobs)
     assert all(j["state"] == "COMPLETED" and j["exit_code"] == "0:0" for j in jobs), jobs
     shards = [j for j in jobs if j["comment"].startswith("rule_extract_shard")]
@@ -74,8 +89,11 @@ def test_every_rule_ran_as_a_completed_slurm_job(slurm_run):
     train = next(j for j in jobs if j["comment"] == "rule_train")
     assert "gres/gpu=1" in train["tres"], train
     assert all("gpu" not in j["tres"] for j in shards), shards
-    for log in ("logs/train/train.log", "logs/extract_shard/shard-0000.log",
-                "benchmarks/train/train.tsv"):  # fmt: skip
+    for log in (
+        "logs/train/train.log",
+        "logs/extract_shard/shard-0000.log",
+        "benchmarks/train/train.tsv",
+    ):
         assert (workdir / log).stat().st_size > 0
 
 

@@ -203,15 +203,28 @@ def bad_backbone_files(folder: Path) -> list[tuple[str, str, str]]:
         (str(folder / "absent.keras"), "average", "not found"),
         (str(junk), "average", "does not load as a Keras model"),
         (save(keras.Model(frame, lam), folder / "lambda.keras"), "average", "safe mode"),
-        (save(keras.Model(vector, keras.layers.Dense(4)(vector)), folder / "v.keras"), "average",
-         "takes input of shape (None, 12)"),
-        (save(keras.Model(gray, keras.layers.GlobalAveragePooling2D()(gray)), folder / "g.keras"),
-         "average", "RGB frames"),
-        (save(keras.Model(fixed, keras.layers.GlobalAveragePooling2D()(fixed)), folder / "f.keras"),
-         "average", "set extract.size to 64"),
+        (
+            save(keras.Model(vector, keras.layers.Dense(4)(vector)), folder / "v.keras"),
+            "average",
+            "takes input of shape (None, 12)",
+        ),
+        (
+            save(
+                keras.Model(gray, keras.layers.GlobalAveragePooling2D()(gray)), folder / "g.keras"
+            ),
+            "average",
+            "RGB frames",
+        ),
+        (
+            save(
+                keras.Model(fixed, keras.layers.GlobalAveragePooling2D()(fixed)), folder / "f.keras"
+            ),
+            "average",
+            "set extract.size to 64",
+        ),
         (save(keras.Model(frame, sequence), folder / "seq.keras"), "average", "returns shape"),
         (str(pooled), "conv3d", "head conv3d needs a feature map"),
-    ]  # fmt: skip
+    ]
 
 
 def test_each_bad_backbone_file_gets_a_clear_error(tmp_path):
@@ -252,7 +265,9 @@ def test_real_pretrained_backbone_on_real_clips(lite0, sample, tmp_path):
     manifest = build_manifest(sample / "UCF-101")
     manifest = manifest[manifest["class"].isin(["BabyCrawling", "Punch", "PushUps"])]
     manifest = manifest.reset_index(drop=True).assign(label=lambda m: m["class"].factorize()[0])
-    report = extract_shard(manifest, tmp_path / "shard-0000.h5", tmp_path / "r.tsv", 4, 64)
+    report = extract_shard(
+        manifest, tmp_path / "shard-0000.h5", tmp_path / "r.tsv", frames=4, size=64
+    )
     split, _ = make_split(report, "group", seed=0)
     write_tsv(split, tmp_path / "split.tsv")
     cache_features(

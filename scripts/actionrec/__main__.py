@@ -33,13 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, default=5, help="classes to print per video (default 5)")
     p.add_argument(
-        "--window-seconds", type=float, default=10.0,
+        "--window-seconds",
+        type=float,
+        default=10.0,
         help="length of the windows a long video is cut into (default 10)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--resize", choices=RESIZE_MODES, default="crop",
+        "--resize",
+        choices=RESIZE_MODES,
+        default="crop",
         help="how frames become square; use the extraction's setting (default crop)",
-    )  # fmt: skip
+    )
     p.add_argument("--ffmpeg", help="ffmpeg binary (default: PATH, else imageio-ffmpeg's)")
     p.add_argument("--output", help="also write the results as a TSV file")
     c = sub.add_parser(
@@ -50,15 +54,18 @@ def _parser() -> argparse.ArgumentParser:
         "missing or corrupt.",
     )
     c.add_argument(
-        "--configfile", nargs="+", default=["config/config.yaml"],
+        "--configfile",
+        nargs="+",
+        default=["config/config.yaml"],
         help="the run's config files (for extract.frames, size and clips_per_shard)",
-    )  # fmt: skip
+    )
     c.add_argument("--shards", default="results/data/shards", help="the shard folder")
     c.add_argument("--manifest", default="results/data/manifest.tsv", help="the manifest")
     c.add_argument(
-        "--remove-bad", action="store_true",
+        "--remove-bad",
+        action="store_true",
         help="move corrupt shards aside (<shard>.corrupt) so that snakemake extracts them again",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -84,9 +91,13 @@ def check_shards_command(args) -> int:
         with open(path, encoding="utf-8") as f:
             extract.update((yaml.safe_load(f) or {}).get("extract", {}))
     table = check_shards(
-        args.shards, read_tsv(args.manifest), int(extract["clips_per_shard"]),
-        int(extract["frames"]), int(extract["size"]), args.remove_bad,
-    )  # fmt: skip
+        args.shards,
+        read_tsv(args.manifest),
+        clips_per_shard=int(extract["clips_per_shard"]),
+        frames=int(extract["frames"]),
+        size=int(extract["size"]),
+        remove_bad=args.remove_bad,
+    )
     for row in table.itertuples(index=False):
         line = f"{row.status:8s} {row.shard} ({row.clips} clips)"
         print(line + (f": {row.problem}" if row.problem else ""))
@@ -111,9 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         classes = read_classes(args.classes) if args.classes else None
         table = predict_videos(
-            args.model, find_videos(args.videos), classes, args.top, args.window_seconds,
-            args.resize, args.ffmpeg, on_result=_print_row,
-        )  # fmt: skip
+            args.model,
+            find_videos(args.videos),
+            classes=classes,
+            top=args.top,
+            window_seconds=args.window_seconds,
+            resize=args.resize,
+            ffmpeg_exe=args.ffmpeg,
+            on_result=_print_row,
+        )
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def _conv_flops(layer) -> int:
     from keras import layers
 

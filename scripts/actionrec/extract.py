@@ -114,6 +114,7 @@ def extract_shard(
     rows: pd.DataFrame,
     shard_path: str | os.PathLike,
     report_path: str | os.PathLike,
+    *,
     frames: int,
     size: int,
     resize: str = "crop",
@@ -148,7 +149,15 @@ def extract_shard(
             entry = {k: row[k] for k in ("clip_id", "path", "class", "label", "group")}
             entry["shard"] = shard_name
             try:
-                clip = decode_clip(path, frames, size, resize, exe, threads, buffer_bytes)
+                clip = decode_clip(
+                    path,
+                    frames,
+                    size,
+                    resize=resize,
+                    ffmpeg_exe=exe,
+                    threads=threads,
+                    buffer_bytes=buffer_bytes,
+                )
             except BadVideo as err:
                 if on_bad_video == "fail":
                     raise ExtractError(

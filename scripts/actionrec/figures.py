@@ -55,8 +55,11 @@ def learning_curves(history: pd.DataFrame, path: str | os.PathLike) -> None:
     epochs = history["epoch"]
     best = int(history.loc[history["val_loss"].idxmin(), "epoch"])
     for ax, metric, label in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "loss")):
-        for prefix, name, style in (("", "train", "-o"), ("val_", "val", "-s"),
-                                    ("test_", "test", "--^")):  # fmt: skip
+        for prefix, name, style in (
+            ("", "train", "-o"),
+            ("val_", "val", "-s"),
+            ("test_", "test", "--^"),
+        ):
             column = prefix + metric
             if column in history and history[column].notna().any():
                 ax.plot(epochs, history[column], style, ms=4, label=name)
@@ -85,8 +88,15 @@ def confusion_matrix(cm: np.ndarray, names: list[str], path: str | os.PathLike) 
     ax.set_ylabel("true class")
     if n <= 20:
         for i, j in zip(*np.nonzero(cm), strict=True):
-            ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{share[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if share[i, j] > 0.5 else "black",
+            )
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label("share of the true class's test clips")
     ax.set_title("Confusion matrix (rows normalised)")
@@ -160,8 +170,9 @@ def compare_curves(curves: dict[str, pd.DataFrame], path: str | os.PathLike) -> 
         colour = f"C{i}"
         ax.plot(history["epoch"], history["val_accuracy"], "-o", color=colour, label=f"{name} val")
         if "test_accuracy" in history and history["test_accuracy"].notna().any():
-            ax.plot(history["epoch"], history["test_accuracy"], "--", color=colour,
-                    label=f"{name} test")  # fmt: skip
+            ax.plot(
+                history["epoch"], history["test_accuracy"], "--", color=colour, label=f"{name} test"
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
@@ -176,8 +187,13 @@ def compare_time(summary: pd.DataFrame, path: str | os.PathLike) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, row in enumerate(summary.itertuples(index=False)):
         ax.scatter(row.train_seconds_total, row.test_accuracy, s=60, color=f"C{i}")
-        ax.annotate(f"{row.backbone}/{row.head}", (row.train_seconds_total, row.test_accuracy),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)  # fmt: skip
+        ax.annotate(
+            f"{row.backbone}/{row.head}",
+            (row.train_seconds_total, row.test_accuracy),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=8,
+        )
     ax.set_xlabel("training time, seconds (all epochs)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)

@@ -217,6 +217,7 @@ def build_backbone(
     name: str,
     size: int,
     weights: str | None,
+    *,
     bn_momentum: float | None = None,
     norm: str = "batch",
     pooled: bool = True,
@@ -279,6 +280,7 @@ def build_head(
     frames: int,
     features: tuple[int, ...],
     head: str = "average",
+    *,
     dropout: float = 0.0,
 ) -> keras.Model:
     """The head, named ``head``: float features ``[batch, frames, *features]``
@@ -338,6 +340,7 @@ def build_model(
     size: int,
     backbone: str = "efficientnetb0",
     head: str = "average",
+    *,
     weights: str | None = None,
     dropout: float = 0.0,
     bn_momentum: float | None = None,
@@ -346,9 +349,12 @@ def build_model(
     """Clip classifier with input uint8 ``[batch, frames, size, size, 3]``."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, not {head!r}")
-    net = build_backbone(backbone, size, weights, bn_momentum, norm, pooled=head not in MAP_HEADS)
+    pooled = head not in MAP_HEADS
+    net = build_backbone(backbone, size, weights, bn_momentum=bn_momentum, norm=norm, pooled=pooled)
     features = tuple(int(d) for d in net.output.shape[1:])
-    return assemble(net, build_head(num_classes, frames, features, head, dropout), frames, size)
+    return assemble(
+        net, build_head(num_classes, frames, features, head, dropout=dropout), frames, size
+    )
 
 
 def _temporal_conv_head(x, frames: int):

@@ -20,14 +20,6 @@ def _augmentation(augment: dict) -> str:
     return ", ".join(active) or "none"
 
 
-def _table(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
 STAGE_TEXT = {
     "full": "end to end from the start weights",
     "frozen": "the head alone on the frozen pretrained backbone (batch norm in inference mode)",
@@ -51,6 +43,7 @@ def _stages(history: pd.DataFrame, train: dict, lr: float) -> str:
 
 def write_model_card(
     path: str | os.PathLike,
+    *,
     metrics_json: str | os.PathLike,
     per_class_tsv: str | os.PathLike,
     history_tsv: str | os.PathLike,
@@ -71,8 +64,11 @@ def write_model_card(
     best = history.loc[history["kept"]].iloc[0]
     data = config["data"].get("root") or "the built-in synthetic demo (results/demo/UCF-101)"
     top_key = next(k for k in metrics if k.startswith("top") and k.endswith("_accuracy"))
-    fractions = "/".join(f"{v:g}" for v in split["fractions"].values()) if split.get(
-        "fractions") else "official lists"  # fmt: skip
+    fractions = (
+        "/".join(f"{v:g}" for v in split["fractions"].values())
+        if split.get("fractions")
+        else "official lists"
+    )
     cols = ["class", "f1", "precision", "recall", "support"]
     weak = per_class.iloc[::-1].head(shown)[cols]
     strong = per_class.head(shown)[cols]
@@ -128,11 +124,11 @@ def write_model_card(
 
 Best classes by F1:
 
-{_table(strong)}
+{strong.to_markdown(index=False)}
 
 Weakest classes by F1:
 
-{_table(weak)}
+{weak.to_markdown(index=False)}
 
 ## Limitations
 - Numbers hold for this split method only: a `random` split lets clips of one source video

@@ -72,6 +72,7 @@ def default_classes(model_path: str | os.PathLike, num_classes: int) -> list[str
 def classify_video(
     model,
     path: str | os.PathLike,
+    *,
     window_seconds: float = 10.0,
     resize: str = "crop",
     ffmpeg_exe: str | None = None,
@@ -102,6 +103,7 @@ def classify_video(
 def predict_videos(
     model_path: str | os.PathLike,
     videos: Iterable[str | os.PathLike],
+    *,
     classes: list[str] | None = None,
     top: int = 5,
     window_seconds: float = 10.0,
@@ -132,16 +134,21 @@ def predict_videos(
         row = dict.fromkeys(COLUMNS, "")
         row["video"] = str(video)
         try:
-            probs, n_windows, n_frames = classify_video(model, video, window_seconds, resize, exe)
+            probs, n_windows, n_frames = classify_video(
+                model, video, window_seconds=window_seconds, resize=resize, ffmpeg_exe=exe
+            )
         except BadVideo as err:
             row.update(status="failed", error=str(err))
         else:
             best = int(probs.argmax())
             row.update(
-                status="ok", windows=n_windows, frames=n_frames, predicted=names[best],
+                status="ok",
+                windows=n_windows,
+                frames=n_frames,
+                predicted=names[best],
                 probability=round(float(probs[best]), 6),
                 top=format_top(probs, names, min(top, num_classes)),
-            )  # fmt: skip
+            )
         rows.append(row)
         if on_result is not None:
             on_result(row)

@@ -23,26 +23,34 @@ def prediction_table(
     labels = clips["label"].to_numpy()
     k = min(top, len(names))
     topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return pd.DataFrame({
-        "clip_id": clips["clip_id"].to_numpy(),
-        "true": [names[i] for i in labels],
-        "predicted": [names[i] for i in pred],
-        "correct": pred == labels,
-        "probability": probs[np.arange(len(pred)), pred].round(6),
-        "true_probability": probs[np.arange(len(pred)), labels].round(6),
-        f"in_top{k}": (topk == labels[:, None]).any(axis=1),
-        f"top{k}": [format_top(p, names, k) for p in probs],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "clip_id": clips["clip_id"].to_numpy(),
+            "true": [names[i] for i in labels],
+            "predicted": [names[i] for i in pred],
+            "correct": pred == labels,
+            "probability": probs[np.arange(len(pred)), pred].round(6),
+            "true_probability": probs[np.arange(len(pred)), labels].round(6),
+            f"in_top{k}": (topk == labels[:, None]).any(axis=1),
+            f"top{k}": [format_top(p, names, k) for p in probs],
+        }
+    )
 
 
 def per_class_table(true: np.ndarray, pred: np.ndarray, names: list[str]) -> pd.DataFrame:
     """scikit-learn's precision, recall, F1 and support for every class."""
     labels = np.arange(len(names))
     p, r, f, s = precision_recall_fscore_support(true, pred, labels=labels, zero_division=0.0)
-    return pd.DataFrame({
-        "class": names, "label": labels, "precision": p.round(4), "recall": r.round(4),
-        "f1": f.round(4), "support": s,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "class": names,
+            "label": labels,
+            "precision": p.round(4),
+            "recall": r.round(4),
+            "f1": f.round(4),
+            "support": s,
+        }
+    )
 
 
 def confusion(predictions: pd.DataFrame, names: list[str]) -> np.ndarray:
@@ -57,10 +65,14 @@ def confused_pairs(cm: np.ndarray, names: list[str], top: int = 15) -> pd.DataFr
     np.fill_diagonal(off, 0)
     rows, cols = np.nonzero(off)
     support = cm.sum(axis=1)
-    table = pd.DataFrame({
-        "true": [names[i] for i in rows], "predicted": [names[j] for j in cols],
-        "count": off[rows, cols], "share": (off[rows, cols] / support[rows]).round(4),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "true": [names[i] for i in rows],
+            "predicted": [names[j] for j in cols],
+            "count": off[rows, cols],
+            "share": (off[rows, cols] / support[rows]).round(4),
+        }
+    )
     return table.sort_values(["count", "share", "true"], ascending=[False, False, True]).head(top)
 
 

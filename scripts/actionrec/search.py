@@ -171,8 +171,15 @@ def choose(tables: dict[str, pd.DataFrame]) -> dict:
     for search, table in tables.items():
         for row in table.to_dict("records"):
             if math.isfinite(float(row["val_loss"])):
-                candidates.append((float(row["val_loss"]), -float(row["val_accuracy"]),
-                                   float(row["lr"]), search, row))  # fmt: skip
+                candidates.append(
+                    (
+                        float(row["val_loss"]),
+                        -float(row["val_accuracy"]),
+                        float(row["lr"]),
+                        search,
+                        row,
+                    )
+                )
     if not candidates:
         raise ValueError(
             "every learning-rate trial diverged (NaN loss); lower search.high or search.low"
@@ -195,6 +202,10 @@ def resolve_lr(train_section: dict, best_lr_json: str | os.PathLike | None) -> d
         return dict(train_section)
     with open(best_lr_json, encoding="utf-8") as f:
         chosen = json.load(f)
-    log.info("lr auto: %g, chosen by the %s search (val loss %.4f)",
-             chosen["lr"], chosen["search"], chosen["val_loss"])  # fmt: skip
+    log.info(
+        "lr auto: %g, chosen by the %s search (val loss %.4f)",
+        chosen["lr"],
+        chosen["search"],
+        chosen["val_loss"],
+    )
     return {**train_section, "lr": chosen["lr"]}

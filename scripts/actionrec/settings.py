@@ -33,8 +33,12 @@ def defaults(section: str) -> dict:
 
 
 def with_defaults(section: str, values: dict) -> dict:
-    """``values`` over the section's defaults, nested sections merged key by key."""
+    """``values`` over the section's defaults, nested sections merged key by
+    key; a key the schema does not know is an error."""
     merged = defaults(section)
+    unknown = sorted(set(values) - set(merged))
+    if unknown:
+        raise ValueError(f"unknown {section} options {unknown}; config/schema.yaml lists them")
     for key, value in values.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .catalog import shard_count, shard_name
 from .extract import shard_rows
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def check_shard(
 def check_shards(
     shard_dir: str | os.PathLike,
     manifest: pd.DataFrame,
+    *,
     clips_per_shard: int,
     frames: int,
     size: int,
@@ -74,30 +76,30 @@ def check_shards(
 ) -> pd.DataFrame:
     """Check every shard the manifest calls for; one row per shard."""
     shard_dir = Path(shard_dir)
-    n_shards = max(1, -(-len(manifest) // clips_per_shard))
     rows = []
-    for k in range(n_shards):
-        path = shard_dir / f"shard-{k:04d}.h5"
+    for k in range(shard_count(len(manifest), clips_per_shard)):
+        path = shard_dir / f"{shard_name(k)}.h5"
         report = path.with_suffix(".tsv")
         expected = shard_rows(manifest, k, clips_per_shard)
         if report.exists():
             ok = pd.read_csv(report, sep="\t", usecols=["clip_id", "status"])
             expected = expected[expected["clip_id"].isin(ok.loc[ok["status"] == "ok", "clip_id"])]
         if not path.exists():
-            rows.append({"shard": str(path), "status": "missing", "clips": 0,
-                         "problem": "no such file"})  # fmt: skip
+            rows.append(
+                {"shard": str(path), "status": "missing", "clips": 0, "problem": "no such file"}
+            )
             continue
         n, problems = check_shard(path, expected, frames, size)
         status = "ok" if not problems else "corrupt"
-        rows.append({"shard": str(path), "status": status, "clips": n,
-                     "problem": "; ".join(problems)})  # fmt: skip
+        rows.append(
+            {"shard": str(path), "status": status, "clips": n, "problem": "; ".join(problems)}
+        )
         if problems:
             log.error("%s: %s", path, "; ".join(problems))
             if remove_bad:
                 aside = path.with_name(path.name + ".corrupt")
                 os.replace(path, aside)
-                log.warning("moved %s to %s: the next snakemake run extracts it again",
-                            path, aside)  # fmt: skip
+                log.warning("moved %s to %s: the next snakemake run extracts it again", path, aside)
     table = pd.DataFrame(rows, columns=COLUMNS)
     log.info("%d shards: %d ok", len(table), int((table["status"] == "ok").sum()))
     return table

@@ -174,6 +174,7 @@ def make_split(
     report: pd.DataFrame,
     method: str = "group",
     fractions: dict[str, float] | None = None,
+    *,
     seed: int = 0,
     splits_dir: str | os.PathLike | None = None,
     official_number: int = 1,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import DEMO_CLASSES
+from .settings import with_defaults
 from .video import write_video
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,15 @@ def background_pool(seed: int) -> list[tuple[np.ndarray, np.ndarray, float, floa
     for _ in range(N_BACKGROUNDS):
         # Muted backgrounds: a grey level with a tint, a gentle gradient and texture.
         base = rng.uniform(60, 190) + rng.uniform(-25, 25, 3)
-        pool.append((
-            (base - rng.uniform(0, 30, 3)).astype(np.float32),
-            (base + rng.uniform(0, 30, 3)).astype(np.float32),
-            float(rng.uniform(0, 2 * np.pi)),
-            float(rng.uniform(0, 12)),
-            float(rng.uniform(0.01, 0.05)),
-        ))  # fmt: skip
+        pool.append(
+            (
+                (base - rng.uniform(0, 30, 3)).astype(np.float32),
+                (base + rng.uniform(0, 30, 3)).astype(np.float32),
+                float(rng.uniform(0, 2 * np.pi)),
+                float(rng.uniform(0, 12)),
+                float(rng.uniform(0.01, 0.05)),
+            )
+        )
     return pool
 
 
@@ -184,8 +187,9 @@ RENDERERS: dict[str, Callable[..., Mask]] = {
 }
 
 
-def _compose(canvas: Canvas, scene: Scene, mask: np.ndarray, brightness: float,
-             rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def _compose(
+    canvas: Canvas, scene: Scene, mask: np.ndarray, brightness: float, rng: np.random.Generator
+) -> np.ndarray:
     """The object drawn over the background, with the scene's noise."""
     frame = canvas.background + mask[..., None] * (scene.colour * brightness - canvas.background)
     if scene.noise > 0:
@@ -284,6 +288,7 @@ class ClipSpec:
 
 def plan_dataset(
     root: str | os.PathLike,
+    *,
     classes: list[str],
     groups: int,
     clips_per_group: int,
@@ -326,21 +331,22 @@ def render_clip(spec: ClipSpec, width: int, height: int, fps: float, seed: int) 
 
 
 def render_dataset(
-    root: str | os.PathLike,
-    classes: list[str] | None = None,
-    groups: int = 10,
-    clips_per_group: int = 3,
-    min_frames: int = 30,
-    max_frames: int = 75,
-    width: int = 320,
-    height: int = 240,
-    fps: float = 25.0,
-    seed: int = 0,
-    workers: int = 1,
+    root: str | os.PathLike, *, seed: int, workers: int = 1, **options
 ) -> list[Path]:
-    """Render the demo dataset under ``root``; returns the clip paths."""
-    classes = list(classes or DEMO_CLASSES)
-    specs = plan_dataset(root, classes, groups, clips_per_group, min_frames, max_frames, seed)
+    """Render the demo dataset under ``root``; returns the clip paths.
+    ``options``: the config's demo section, defaults for the keys left out."""
+    demo = with_defaults("demo", options)
+    classes = list(demo["classes"])
+    specs = plan_dataset(
+        root,
+        classes=classes,
+        groups=demo["groups"],
+        clips_per_group=demo["clips_per_group"],
+        min_frames=demo["min_frames"],
+        max_frames=demo["max_frames"],
+        seed=seed,
+    )
+    width, height, fps = demo["width"], demo["height"], demo["fps"]
     log.info("rendering %d clips of %d classes into %s", len(specs), len(classes), root)
     n = len(specs)
     shared = (width, height, fps, seed)

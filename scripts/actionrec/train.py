@@ -55,6 +55,7 @@ from .tables import write_tsv
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The ``train`` section of the config (defaults from config/schema.yaml),
@@ -85,14 +86,13 @@ class TrainConfig:
     @classmethod
     def from_config(cls, section: dict, **overrides) -> TrainConfig:
         """From a (partial) train section; ``overrides`` win, ``seed`` among them."""
-        values = with_defaults("train", {**section, **overrides})
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown train options {sorted(unknown)}")
+        values = {**section, **overrides}
+        seed = values.pop("seed", 0)
+        values = with_defaults("train", values)
         if values["lr"] == "auto":
             raise ValueError("train.lr is auto: resolve it from the search's choice first")
         values["weights"] = weights_for(values["weights"], values["backbone"])
-        return cls(**values)
+        return cls(**values, seed=seed)
 
     @property
     def pretrained(self) -> bool:
@@ -200,7 +200,7 @@ def train(
     with strategy.scope():
         if head_only:
             model = build_head(
-                data.num_classes, frames, (feature_dim(data),), cfg.head, cfg.dropout
+                data.num_classes, frames, (feature_dim(data),), cfg.head, dropout=cfg.dropout
             )
         else:
             model = build_model(
@@ -209,10 +209,10 @@ def train(
                 size,
                 cfg.backbone,
                 cfg.head,
-                cfg.weights,
-                cfg.dropout,
-                cfg.bn_momentum,
-                cfg.norm,
+                weights=cfg.weights,
+                dropout=cfg.dropout,
+                bn_momentum=cfg.bn_momentum,
+                norm=cfg.norm,
             )
     log.info(
         "training %s/%s (%s), T=%d S=%d, %d classes, batch %d; stages: %s",
@@ -251,7 +251,14 @@ def train(
                 jit_compile=xla,
             )
         history, summary = _fit_stage(
-            target, stage, data, cfg, global_batch, work_dir, baseline, class_weight
+            target,
+            stage,
+            data,
+            cfg,
+            batch=global_batch,
+            work_dir=work_dir,
+            baseline=baseline,
+            class_weight=class_weight,
         )
         history.insert(1, "stage", stage.name)
         histories.append(history)
@@ -296,7 +303,17 @@ def kept_epoch(history: pd.DataFrame) -> int:
     return int(history.loc[history["kept"], "epoch"].iloc[0])
 
 
-def _fit_stage(target, stage, data, cfg, batch, work_dir, baseline, class_weight):
+def _fit_stage(
+    target: keras.Model,
+    stage: Stage,
+    data: Data,
+    cfg: TrainConfig,
+    *,
+    batch: int,
+    work_dir: Path,
+    baseline: float | None,
+    class_weight: dict | None,
+) -> tuple[pd.DataFrame, dict]:
     common = {"features": stage.features, "seed": cfg.seed}
     # The frozen stage on cached features sees unaugmented frames' features.
     augment = None if stage.features else Augment.from_config(cfg.augment)

@@ -16,10 +16,21 @@ SIMILAR_ACCURACY = 0.05
 
 
 SUMMARY_COLUMNS = [
-    "backbone", "head", "val_accuracy", "test_accuracy", "test_macro_f1", "parameters",
-    "flops_per_frame", "backbone_training", "train_seconds_per_epoch", "train_seconds_total",
-    "inference_clips_per_second", "peak_memory_mb", "epochs", "lr",
-]  # fmt: skip
+    "backbone",
+    "head",
+    "val_accuracy",
+    "test_accuracy",
+    "test_macro_f1",
+    "parameters",
+    "flops_per_frame",
+    "backbone_training",
+    "train_seconds_per_epoch",
+    "train_seconds_total",
+    "inference_clips_per_second",
+    "peak_memory_mb",
+    "epochs",
+    "lr",
+]
 
 
 def summarise(metric_files: list[str | os.PathLike]) -> pd.DataFrame:
@@ -77,12 +88,8 @@ def claim_sentence(summary: pd.DataFrame) -> str:
 
 
 def markdown(summary: pd.DataFrame, sentence: str) -> str:
-    cols = [c for c in SUMMARY_COLUMNS if c in summary]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in summary[cols].itertuples(index=False):
-        cells = [f"{v:,}" if isinstance(v, (int, np.integer)) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "# Backbone comparison\n\n" + "\n".join(lines) + f"\n\n{sentence}\n"
+    table = summary[[c for c in SUMMARY_COLUMNS if c in summary]]
+    return f"# Backbone comparison\n\n{table.to_markdown(index=False, intfmt=',')}\n\n{sentence}\n"
 
 
 def histories(metric_files, history_files) -> dict[str, pd.DataFrame]:

@@ -166,57 +166,84 @@ def avi_frame_count(path: str | os.PathLike) -> int | None:
     return total or None
 
 
-@dataclass
-class _Decoded:
-    frames: dict[int, np.ndarray]  # source frame index -> S x S x 3 frame
-    decoded: int | None  # frames the decoder delivered, by its own count
-    log: str
+class _Ffmpeg:
+    """An ffmpeg process, run through ffmpeg-python, whose stderr a thread
+    collects line by line (so that a full pipe never blocks it); ``header``
+    waits for the input's header to be read."""
 
-
-class _StderrDrain:
-    """Reads a process's stderr in a thread, so a full pipe never blocks it."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self._chunks: list[bytes] = []
-        self._thread = threading.Thread(target=lambda: self._chunks.append(proc.stderr.read()))
+    def __init__(self, stream, exe: str, **pipes):
+        self.proc = stream.run_async(cmd=exe, pipe_stderr=True, **pipes)
+        self._lines: list[str] = []
+        self._header = threading.Event()
+        self._thread = threading.Thread(target=self._read_stderr, daemon=True)
         self._thread.start()
 
-    def text(self) -> str:
-        """Everything the process wrote to stderr (waits for it to close)."""
+    def _read_stderr(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            self._lines.append(line)
+            if _FPS.search(line) or line.lstrip().startswith("Output #"):
+                self._header.set()
+        self._header.set()
+
+    def header(self) -> tuple[float, float]:
+        """Frame rate and duration of the input, once ffmpeg has printed them."""
+        self._header.wait()
+        return _header_info("".join(self._lines))
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the process; its exit status and everything it logged."""
+        rc = self.proc.wait()
         self._thread.join()
-        return b"".join(self._chunks).decode("utf-8", "replace")
+        return rc, "".join(self._lines)
 
 
-def _start_decoder(
-    path: str | os.PathLike,
-    size: int,
-    resize: str,
-    exe: str,
-    threads: int,
-    picks: str | None = None,
-) -> subprocess.Popen:
-    """ffmpeg sending ``size`` x ``size`` RGB frames of the first video
-    stream to its stdout, only those ``picks`` selects when given."""
-    vf = scale_filter(size, resize)
-    if picks:
-        vf = f"select='{picks}',{vf}"
-    stream = (
-        ffmpeg.input(str(path), threads=threads)
-        .output(
-            "pipe:",
-            format="rawvideo",
-            pix_fmt="rgb24",
-            vf=vf,
-            map="0:v:0",
-            # One output frame per decoded frame: no duplicates to keep a constant rate.
-            fps_mode="passthrough",
-            an=None,
-            sn=None,
-            threads=threads,
+class _FrameStream(_Ffmpeg):
+    """ffmpeg sending ``size`` x ``size`` RGB frames of a file's first video
+    stream to a pipe, only those ``picks`` selects when given. Iterate for the
+    frames; then ``rc``, ``log`` and ``delivered`` tell how it went."""
+
+    def __init__(self, path, size: int, resize: str, exe: str, threads: int, picks=None):
+        vf = scale_filter(size, resize)
+        if picks:
+            vf = f"select='{picks}',{vf}"
+        stream = (
+            ffmpeg.input(str(path), threads=threads)
+            .output(
+                "pipe:",
+                format="rawvideo",
+                pix_fmt="rgb24",
+                vf=vf,
+                map="0:v:0",
+                # One output frame per decoded frame: no duplicates to keep a constant rate.
+                fps_mode="passthrough",
+                an=None,
+                sn=None,
+                threads=threads,
+            )
+            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
         )
-        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
-    )
-    return stream.run_async(cmd=exe, pipe_stdout=True, pipe_stderr=True)
+        super().__init__(stream, exe, pipe_stdout=True)
+        self.size, self.delivered, self.rc, self.log = size, 0, None, ""
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        frame_bytes = self.size * self.size * 3
+        try:
+            while len(buf := self.proc.stdout.read(frame_bytes)) == frame_bytes:
+                self.delivered += 1
+                yield np.frombuffer(buf, np.uint8).reshape(self.size, self.size, 3)
+        finally:
+            self.proc.stdout.close()
+            self.rc, self.log = self.finish()
+
+    def check(self) -> None:
+        """Raise BadVideo when the run failed, delivered nothing or logged
+        decode errors."""
+        if self.rc != 0 or self.delivered == 0:
+            raise BadVideo(_failure(self.log, self.rc))
+        errors = _error_lines(self.log)
+        if errors:
+            raise BadVideo(f"decode errors ({len(errors)}), first: {_clean(errors[0])}")
 
 
 def _failure(log: str, rc: int) -> str:
@@ -229,9 +256,17 @@ def _failure(log: str, rc: int) -> str:
     return _clean(errors[-1]) if errors else f"ffmpeg exited with code {rc}"
 
 
+@dataclass
+class _Decoded:
+    frames: dict[int, np.ndarray]  # source frame index -> S x S x 3 frame
+    decoded: int | None  # frames the decoder delivered, by its own count
+    log: str
+
+
 def _run_decoder(
     path: str | os.PathLike,
     size: int,
+    *,
     resize: str,
     exe: str,
     threads: int,
@@ -245,37 +280,26 @@ def _run_decoder(
     buffer of at most ``cap`` frames that thins itself out to every 2nd,
     4th, ... frame when full.
     """
-    picks = None
-    if select is not None:
-        picks = "+".join(f"eq(n,{k})" for k in np.unique(select))
-    proc = _start_decoder(path, size, resize, exe, threads, picks)
-    stderr = _StderrDrain(proc)
-    frame_bytes = size * size * 3
     order = np.unique(select) if select is not None else None
+    picks = "+".join(f"eq(n,{k})" for k in order) if order is not None else None
+    stream = _FrameStream(path, size, resize, exe, threads, picks)
     kept: dict[int, np.ndarray] = {}
-    stride, n = 1, 0
-    try:
-        while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
-            frame = np.frombuffer(buf, np.uint8).reshape(size, size, 3)
-            if order is not None:
-                if n < len(order):
-                    kept[int(order[n])] = frame
-            elif n % stride == 0:
-                kept[n] = frame
-                if len(kept) > cap:
-                    stride *= 2
-                    kept = {k: v for k, v in kept.items() if k % stride == 0}
-            n += 1
-    finally:
-        proc.stdout.close()
-        rc = proc.wait()
-    log = stderr.text()
-    decoded = _decoded_count(log)
+    stride = 1
+    for n, frame in enumerate(stream):
+        if order is not None:
+            if n < len(order):
+                kept[int(order[n])] = frame
+        elif n % stride == 0:
+            kept[n] = frame
+            if len(kept) > cap:
+                stride *= 2
+                kept = {k: v for k, v in kept.items() if k % stride == 0}
+    if stream.rc != 0 or stream.delivered == 0:
+        raise BadVideo(_failure(stream.log, stream.rc))
+    decoded = _decoded_count(stream.log)
     if select is None and decoded is None:
-        decoded = n
-    if rc != 0 or n == 0:
-        raise BadVideo(_failure(log, rc))
-    return _Decoded(kept, decoded, log)
+        decoded = stream.delivered
+    return _Decoded(kept, decoded, stream.log)
 
 
 _DECODED = re.compile(
@@ -292,6 +316,7 @@ def decode_clip(
     path: str | os.PathLike,
     frames: int,
     size: int,
+    *,
     resize: str = "crop",
     ffmpeg_exe: str | None = None,
     threads: int = 1,
@@ -312,14 +337,14 @@ def decode_clip(
     exe = ffmpeg_exe or find_ffmpeg()
     cap = max(2 * frames, buffer_bytes // (size * size * 3))
     expected = avi_frame_count(path)
+    options = {"resize": resize, "exe": exe, "threads": threads, "cap": cap}
     run = None
     if expected:
-        run = _run_decoder(path, size, resize, exe, threads, sample_indices(expected, frames), cap)
+        run = _run_decoder(path, size, select=sample_indices(expected, frames), **options)
         if run.decoded and run.decoded != expected:
-            want = sample_indices(run.decoded, frames)
-            run = _run_decoder(path, size, resize, exe, threads, want, cap)
+            run = _run_decoder(path, size, select=sample_indices(run.decoded, frames), **options)
     if run is None or not run.decoded:
-        run = _run_decoder(path, size, resize, exe, threads, None, cap)
+        run = _run_decoder(path, size, select=None, **options)
     n = run.decoded
     fps, duration = _header_info(run.log)
     announced = duration * fps
@@ -338,20 +363,12 @@ def decode_clip(
     return Clip(out, n, fps, duration, n < frames)
 
 
-def frame_rate(path: str | os.PathLike, ffmpeg_exe: str | None = None) -> float:
-    """The clip's frame rate from ffmpeg's header (NaN when it gives none)."""
-    exe = ffmpeg_exe or find_ffmpeg()
-    out = subprocess.run(
-        [exe, "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True, timeout=60
-    )
-    return _header_info(out.stderr.decode("utf-8", "replace"))[0]
-
-
 def windows(
     path: str | os.PathLike,
     frames: int,
     size: int,
     window_seconds: float,
+    *,
     resize: str = "crop",
     ffmpeg_exe: str | None = None,
     threads: int = 1,
@@ -365,30 +382,16 @@ def windows(
     """
     check_readable(path)
     check_container(path)
-    exe = ffmpeg_exe or find_ffmpeg()
-    fps = frame_rate(path, exe)
+    stream = _FrameStream(path, size, resize, ffmpeg_exe or find_ffmpeg(), threads)
+    fps = stream.header()[0]  # from the header ffmpeg prints before the first frame
     span = max(frames, round(window_seconds * (fps if np.isfinite(fps) and fps > 0 else 25.0)))
-    proc = _start_decoder(path, size, resize, exe, threads)
-    stderr = _StderrDrain(proc)
-    frame_bytes = size * size * 3
     buffer: list[np.ndarray] = []
-    n = 0
-    try:
-        while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
-            buffer.append(np.frombuffer(buf, np.uint8).reshape(size, size, 3))
-            n += 1
-            if len(buffer) == span:
-                yield np.stack([buffer[i] for i in sample_indices(span, frames)]), span
-                buffer = []
-    finally:
-        proc.stdout.close()
-        rc = proc.wait()
-    log = stderr.text()
-    if rc != 0 or n == 0:
-        raise BadVideo(_failure(log, rc))
-    errors = _error_lines(log)
-    if errors:
-        raise BadVideo(f"decode errors ({len(errors)}), first: {_clean(errors[0])}")
+    for frame in stream:
+        buffer.append(frame)
+        if len(buffer) == span:
+            yield np.stack([buffer[i] for i in sample_indices(span, frames)]), span
+            buffer = []
+    stream.check()
     if buffer:
         yield np.stack([buffer[i] for i in sample_indices(len(buffer), frames)]), len(buffer)
 
@@ -406,6 +409,7 @@ def write_video(
     width: int,
     height: int,
     fps: float = 25.0,
+    *,
     codec: str = "mpeg4",
     quality: int = 4,
     ffmpeg_exe: str | None = None,
@@ -419,14 +423,13 @@ def write_video(
         out_args["format"] = container
     if codec == "mpeg4":
         out_args.update({"q:v": quality, "vtag": "XVID"})
-    proc = (
+    stream = (
         ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=fps)
         .output(str(path), **out_args)
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-bitexact")
         .overwrite_output()
-        .run_async(cmd=exe, pipe_stdin=True, pipe_stderr=True)
     )
-    stderr = _StderrDrain(proc)
+    encoder = _Ffmpeg(stream, exe, pipe_stdin=True)
     try:
         for frame in frames:
             if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
@@ -434,12 +437,11 @@ def write_video(
                     f"frame of shape {frame.shape} and dtype {frame.dtype}; "
                     f"expected ({height}, {width}, 3) uint8"
                 )
-            proc.stdin.write(frame.tobytes())
+            encoder.proc.stdin.write(frame.tobytes())
     except BrokenPipeError:
         pass
     finally:
-        proc.stdin.close()
-        rc = proc.wait()
+        encoder.proc.stdin.close()
+        rc, log = encoder.finish()
     if rc != 0:
-        msg = stderr.text().strip()
-        raise subprocess.CalledProcessError(rc, exe, stderr=msg)
+        raise subprocess.CalledProcessError(rc, exe, stderr=log.strip())
