@@ -243,6 +243,7 @@ def final_targets():
         "results/final/metrics.json",
         "results/final/figures/per_class_f1.png",
         "results/final/model_card.md",
+        "results/final/explain",
         *(["results/search/best_lr.json"] if config["search"]["methods"] else []),
         *(["results/compare/summary.md"] if config["compare"]["backbones"] else []),
     ]

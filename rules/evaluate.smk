@@ -141,3 +141,62 @@ rule predict:
         extensions=config["data"]["extensions"],
     script:
         "../scripts/predict_videos.py"
+
+
+rule export:
+    input:
+        model="results/final/model.keras",
+        split="results/data/split.tsv",
+        classes="results/data/classes.txt",
+        shards=shard_files,
+    output:
+        models=directory("results/export/models"),
+        summary=report(
+            "results/export/summary.tsv",
+            caption="../report/export.rst",
+            category="Export",
+        ),
+    log:
+        "logs/export/export.log",
+    benchmark:
+        "benchmarks/export/export.tsv"
+    conda:
+        "../envs/export.yaml"
+    threads: 2
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=60,
+    params:
+        export=config["export"],
+    script:
+        "../scripts/export_model.py"
+
+
+rule explain:
+    input:
+        model="results/final/model.keras",
+        split="results/data/split.tsv",
+        classes="results/data/classes.txt",
+        shards=shard_files,
+        predictions="results/final/predictions.tsv",
+        per_class="results/final/per_class.tsv",
+    output:
+        report(
+            directory("results/final/explain"),
+            patterns=["{clip}.png"],
+            caption="../report/explain.rst",
+            category="Final model",
+            subcategory="Explanations",
+        ),
+    log:
+        "logs/evaluate/explain.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        clips=config["explain"]["clips"],
+    script:
+        "../scripts/explain_clips.py"

@@ -21,7 +21,7 @@ with logged(sm.log[0]):
     bad = table[table["status"] != "ok"]
     if len(bad):
         logging.getLogger("check_shards").error(
-            "%d bad shard(s): %s. `PYTHONPATH=scripts python -m actionrec check-shards "
+            "%d bad shard(s): %s. `actionrec check-shards "
             "--remove-bad` moves them aside; snakemake then extracts them anew.",
             len(bad),
             ", ".join(bad["shard"]),

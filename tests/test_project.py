@@ -27,7 +27,7 @@ def pip_pins() -> dict[str, str]:
     for name in ("requirements.txt", "requirements-dev.txt"):
         for line in (REPO / name).read_text().splitlines():
             line = line.split("#")[0].strip()
-            if line and not line.startswith("-r"):
+            if line and not line.startswith(("-r", "-e")):
                 package, version = line.split("==")
                 pins[package.lower()] = version
     return pins

@@ -1,8 +1,8 @@
-"""Command line: ``python -m actionrec predict VIDEO... --model results/final/model.keras``
-and ``python -m actionrec check-shards``.
+"""The command line: ``actionrec predict | export | explain | check-shards``.
 
-Run from the repository with ``PYTHONPATH=scripts`` (Snakemake rules find the
-package on their own).
+Installed as the command ``actionrec`` by the README's set-up (the package is
+installed editable from requirements.txt); ``python -m actionrec`` with
+``PYTHONPATH=scripts`` is the same.
 """
 
 from __future__ import annotations
@@ -14,44 +14,114 @@ import sys
 
 from .video import RESIZE_MODES
 
+EXAMPLES = {
+    "predict": """examples:
+  actionrec predict clips/ my_video.mp4 --model results/final/model.keras --top 5
+  actionrec predict --stream /dev/video0                 # a webcam
+  actionrec predict --stream rtsp://camera.local/live    # a network stream
+  actionrec predict --stream talk.mp4 --output steps.tsv # a file, at its own pace""",
+    "export": """example:
+  actionrec export --model results/final/model.keras --out results/export/models""",
+    "explain": """example:
+  actionrec explain my_video.mp4 --model results/final/model.keras --out why.png --true Bounce""",
+    "check-shards": """example:
+  actionrec check-shards --configfile config/config.yaml --remove-bad""",
+}
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m actionrec", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser(
+    parser = argparse.ArgumentParser(
+        prog="actionrec",
+        description="Recognise actions in video with a model this workflow trained.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = command(
         "predict",
-        help="classify videos with a saved model",
-        description="Print the most probable classes of each video. Long videos are "
-        "classified in windows and the scores averaged. Exit status 1 when any video "
-        "could not be classified (the others still are).",
+        "classify video files, folders of them, or a live stream",
+        "Print the most probable classes of each video. Long videos are classified in "
+        "windows and the scores averaged. With --stream, classify a webcam, a network "
+        "stream or a file played at its own pace, one line per step, until it ends or "
+        "Ctrl-C. Exit status 1 when any video could not be classified (the others still "
+        "are) or the stream dropped; 2 on bad arguments or a stream that never opened.",
     )
-    p.add_argument("videos", nargs="+", help="video files, or folders to search for videos")
-    p.add_argument("--model", default="results/final/model.keras", help="a saved .keras model")
-    p.add_argument(
-        "--classes",
-        help="class names, one per line in label order (default: classes.txt beside the model)",
-    )
+    p.add_argument("videos", nargs="*", help="video files, or folders to search for videos")
+    _model_arguments(p)
     p.add_argument("--top", type=int, default=5, help="classes to print per video (default 5)")
     p.add_argument(
         "--window-seconds",
         type=float,
-        default=10.0,
-        help="length of the windows a long video is cut into (default 10)",
+        help="length of the windows a video is cut into (default 10; with --stream, 2)",
     )
-    p.add_argument(
-        "--resize",
-        choices=RESIZE_MODES,
-        default="crop",
-        help="how frames become square; use the extraction's setting (default crop)",
-    )
-    p.add_argument("--ffmpeg", help="ffmpeg binary (default: PATH, else imageio-ffmpeg's)")
     p.add_argument("--output", help="also write the results as a TSV file")
-    c = sub.add_parser(
+    live = p.add_argument_group("live video")
+    live.add_argument(
+        "--stream",
+        metavar="SOURCE",
+        help="classify a live source: a device (/dev/video0), a URL (rtsp://, http://, "
+        "tcp://, udp://), a file, or - for standard input",
+    )
+    live.add_argument(
+        "--step-seconds", type=float, default=1.0, help="seconds between steps (default 1)"
+    )
+    live.add_argument(
+        "--as-fast-as-possible",
+        action="store_true",
+        help="read a file source as fast as it decodes instead of at its own pace",
+    )
+    live.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds a network source may stay silent before it counts as dropped",
+    )
+
+    e = command(
+        "export",
+        "export a saved model for serving and check every export",
+        "Write the model as a TensorFlow SavedModel, LiteRT (TFLite), ONNX and OpenVINO "
+        "file, run each on test clips beside the .keras model, and print a table of "
+        "agreement, largest probability difference, size and CPU time per clip.",
+    )
+    e.add_argument("--model", default="results/final/model.keras", help="a saved .keras model")
+    e.add_argument("--out", default="results/export/models", help="folder for the exports")
+    e.add_argument(
+        "--formats",
+        nargs="+",
+        default=["saved_model", "litert", "onnx", "openvino"],
+        help="formats to write (default: all four)",
+    )
+    e.add_argument("--data", default="results/data", help="the run's data folder (test clips)")
+    e.add_argument("--clips", type=int, default=16, help="test clips to check on (default 16)")
+    e.add_argument("--output", help="also write the table as a TSV file")
+
+    x = command(
+        "explain",
+        "draw why the model classified a video as it did",
+        "Decode the video like extraction does (T frames of S x S) and draw one figure: "
+        "its frames, Grad-CAM over each frame for the predicted (and the true) class, "
+        "and the class probabilities over time.",
+    )
+    x.add_argument("video", help="a video file")
+    _model_arguments(x)
+    x.add_argument("--out", default="explanation.png", help="the figure (PNG)")
+    x.add_argument("--true", help="the video's true class, to explain it beside the predicted one")
+
+    c = command(
         "check-shards",
-        help="verify the HDF5 shards against the manifest",
-        description="Check that every shard opens, has the configured shapes and dtypes, "
-        "lists the manifest's clips and reads back whole. Exit status 1 when any shard is "
-        "missing or corrupt.",
+        "verify the HDF5 shards against the manifest",
+        "Check that every shard opens, has the configured shapes and dtypes, lists the "
+        "manifest's clips and reads back whole. Exit status 1 when any shard is missing "
+        "or corrupt.",
     )
     c.add_argument(
         "--configfile",
@@ -69,6 +139,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="results/final/model.keras", help="a saved .keras model")
+    p.add_argument(
+        "--classes",
+        help="class names, one per line in label order (default: classes.txt beside the "
+        "model, else results/data/classes.txt)",
+    )
+    p.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="crop",
+        help="how frames become square; use the extraction's setting (default crop)",
+    )
+    p.add_argument("--ffmpeg", help="ffmpeg binary (default: PATH, else imageio-ffmpeg's)")
+
+
 def _print_row(row: dict) -> None:
     if row["status"] != "ok":
         print(f"error: {row['video']}: {row['error']}", file=sys.stderr, flush=True)
@@ -80,13 +166,136 @@ def _print_row(row: dict) -> None:
     sys.stdout.flush()
 
 
+def _print_step(row: dict) -> None:
+    top = "  ".join(item.replace("=", " ") for item in row["top"].split(";"))
+    print(f"{row['stream_seconds']:8.2f} s  {top}", flush=True)
+
+
+def _load(args):
+    """The model and its class names."""
+    import keras
+
+    from .manifest import read_classes
+    from .predict import default_classes
+
+    model = keras.saving.load_model(args.model)
+    n = int(model.output_shape[-1])
+    names = read_classes(args.classes) if args.classes else default_classes(args.model, n)
+    if len(names) != n:
+        raise ValueError(f"{args.classes} names {len(names)} classes; the model has {n}")
+    return model, names
+
+
+def predict_command(args) -> int:
+    from .predict import find_videos, predict_videos
+    from .tables import write_tsv
+    from .video import BadVideo
+
+    if args.top < 1:
+        print("error: --top must be at least 1", file=sys.stderr)
+        return 2
+    if bool(args.stream) == bool(args.videos):
+        print(
+            "error: give video files or folders, or --stream SOURCE (one of the two)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if args.stream:
+            from .stream import classify_stream
+
+            model, names = _load(args)
+            table = classify_stream(
+                model,
+                args.stream,
+                names,
+                window_seconds=args.window_seconds or 2.0,
+                step_seconds=args.step_seconds,
+                top=args.top,
+                resize=args.resize,
+                realtime=not args.as_fast_as_possible,
+                timeout=args.timeout,
+                ffmpeg_exe=args.ffmpeg,
+                on_step=_print_step,
+            )
+        else:
+            from .manifest import read_classes
+
+            table = predict_videos(
+                args.model,
+                find_videos(args.videos),
+                classes=read_classes(args.classes) if args.classes else None,
+                top=args.top,
+                window_seconds=args.window_seconds or 10.0,
+                resize=args.resize,
+                ffmpeg_exe=args.ffmpeg,
+                on_result=_print_row,
+            )
+    except (FileNotFoundError, ValueError, BadVideo) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.output:
+        write_tsv(table, args.output)
+    if args.stream:
+        if "error" in table.attrs:
+            print(f"error: {args.stream}: {table.attrs['error']}", file=sys.stderr)
+            return 1
+        return 0
+    return 1 if (table["status"] != "ok").any() else 0
+
+
+def export_command(args) -> int:
+    from pathlib import Path
+
+    from .export import export_model, test_clips
+    from .manifest import read_classes
+    from .pipeline import Data
+    from .tables import write_tsv
+
+    data = Path(args.data)
+    try:
+        names = read_classes(data / "classes.txt")
+        clips = test_clips(Data.of(data / "split.tsv", data / "shards", len(names)), args.clips)
+        table = export_model(args.model, args.out, clips, formats=tuple(args.formats))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err} (--data names the run's results/data folder)", file=sys.stderr)
+        return 2
+    print(table.to_markdown(index=False))
+    if args.output:
+        write_tsv(table, args.output)
+    return 0 if table["within_tolerance"].all() else 1
+
+
+def explain_command(args) -> int:
+    from .explain import explain_figure
+    from .predict import model_geometry
+    from .video import BadVideo, decode_clip
+
+    try:
+        model, names = _load(args)
+        if args.true is not None and args.true not in names:
+            raise ValueError(f"--true {args.true!r} is not one of the model's classes {names}")
+        frames, size = model_geometry(model)
+        clip = decode_clip(args.video, frames, size, resize=args.resize, ffmpeg_exe=args.ffmpeg)
+    except (FileNotFoundError, ValueError, BadVideo) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    true = names.index(args.true) if args.true else None
+    result = explain_figure(model, clip.frames, names, args.out, true=true, title=args.video)
+    print(
+        f"{args.video}: predicted {result['predicted']} ({result['probability']:.3f}); {args.out}"
+    )
+    return 0
+
+
 def check_shards_command(args) -> int:
     import yaml
 
+    from .settings import defaults
     from .shardcheck import check_shards
     from .tables import read_tsv
 
-    extract: dict = {}
+    extract = defaults("extract")
     for path in args.configfile:
         with open(path, encoding="utf-8") as f:
             extract.update((yaml.safe_load(f) or {}).get("extract", {}))
@@ -106,37 +315,19 @@ def check_shards_command(args) -> int:
     return 1 if bad else 0
 
 
+COMMANDS = {
+    "predict": predict_command,
+    "export": export_command,
+    "explain": explain_command,
+    "check-shards": check_shards_command,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if args.command == "check-shards":
-        return check_shards_command(args)
-    if args.top < 1:
-        print("error: --top must be at least 1", file=sys.stderr)
-        return 2
-    from .manifest import read_classes
-    from .predict import find_videos, predict_videos
-    from .tables import write_tsv
-
-    try:
-        classes = read_classes(args.classes) if args.classes else None
-        table = predict_videos(
-            args.model,
-            find_videos(args.videos),
-            classes=classes,
-            top=args.top,
-            window_seconds=args.window_seconds,
-            resize=args.resize,
-            ffmpeg_exe=args.ffmpeg,
-            on_result=_print_row,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.output:
-        write_tsv(table, args.output)
-    return 1 if (table["status"] != "ok").any() else 0
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

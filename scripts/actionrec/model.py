@@ -364,7 +364,9 @@ def _temporal_conv_head(x, frames: int):
 
 
 def _gru_head(x, frames: int):
-    return layers.GRU(HEAD_UNITS, name="gru")(x)
+    # Unrolled over the clip's few frames: plain ops that every export format
+    # (LiteRT, OpenVINO, ONNX) converts, where a loop over time is not.
+    return layers.GRU(HEAD_UNITS, unroll=True, name="gru")(x)
 
 
 def _attention_head(x, frames: int):

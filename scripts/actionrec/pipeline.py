@@ -103,6 +103,12 @@ class ShardReader:
         return f["frames"][index]  # a slice: one chunk, no fancy indexing
 
 
+def read_clip(data: Data, shard: str, index: int) -> np.ndarray:
+    """One clip's frames, uint8 [T, S, S, 3], from its shard."""
+    with h5py.File(_shard_file(data.shards, shard, "shard"), "r") as f:
+        return f["frames"][index]
+
+
 def clip_table(split_tsv: str | os.PathLike, split: str) -> pd.DataFrame:
     table = read_tsv(split_tsv)
     part = table[table["split"] == split].reset_index(drop=True)

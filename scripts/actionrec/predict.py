@@ -89,7 +89,9 @@ def classify_video(
             batch.clear()
             batch_w.clear()
 
-    for clip, covered in windows(path, frames, size, window_seconds, resize, ffmpeg_exe):
+    for clip, covered in windows(
+        path, frames, size, window_seconds, resize=resize, ffmpeg_exe=ffmpeg_exe
+    ):
         batch.append(clip)
         batch_w.append(covered)
         if len(batch) == batch_size:

@@ -198,17 +198,21 @@ class _Ffmpeg:
         return rc, "".join(self._lines)
 
 
-class _FrameStream(_Ffmpeg):
-    """ffmpeg sending ``size`` x ``size`` RGB frames of a file's first video
-    stream to a pipe, only those ``picks`` selects when given. Iterate for the
-    frames; then ``rc``, ``log`` and ``delivered`` tell how it went."""
+class FrameStream(_Ffmpeg):
+    """ffmpeg sending ``size`` x ``size`` RGB frames of the first video stream
+    of a file, device or URL to a pipe, only those ``picks`` selects when
+    given (``source``: ffmpeg's input options, such as ``re`` or ``f``).
+    Iterate for the frames; then ``rc``, ``log`` and ``delivered`` tell how it
+    went. ``stop`` ends it early."""
 
-    def __init__(self, path, size: int, resize: str, exe: str, threads: int, picks=None):
+    def __init__(
+        self, path, size: int, resize: str, exe: str, threads: int, picks=None, source=None
+    ):
         vf = scale_filter(size, resize)
         if picks:
             vf = f"select='{picks}',{vf}"
         stream = (
-            ffmpeg.input(str(path), threads=threads)
+            ffmpeg.input(str(path), threads=threads, **(source or {}))
             .output(
                 "pipe:",
                 format="rawvideo",
@@ -235,6 +239,11 @@ class _FrameStream(_Ffmpeg):
         finally:
             self.proc.stdout.close()
             self.rc, self.log = self.finish()
+
+    def stop(self) -> None:
+        """End the stream now (Ctrl-C, or enough seen)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
 
     def check(self) -> None:
         """Raise BadVideo when the run failed, delivered nothing or logged
@@ -282,7 +291,7 @@ def _run_decoder(
     """
     order = np.unique(select) if select is not None else None
     picks = "+".join(f"eq(n,{k})" for k in order) if order is not None else None
-    stream = _FrameStream(path, size, resize, exe, threads, picks)
+    stream = FrameStream(path, size, resize, exe, threads, picks)
     kept: dict[int, np.ndarray] = {}
     stride = 1
     for n, frame in enumerate(stream):
@@ -382,7 +391,7 @@ def windows(
     """
     check_readable(path)
     check_container(path)
-    stream = _FrameStream(path, size, resize, ffmpeg_exe or find_ffmpeg(), threads)
+    stream = FrameStream(path, size, resize, ffmpeg_exe or find_ffmpeg(), threads)
     fps = stream.header()[0]  # from the header ffmpeg prints before the first frame
     span = max(frames, round(window_seconds * (fps if np.isfinite(fps) and fps > 0 else 25.0)))
     buffer: list[np.ndarray] = []

@@ -1,0 +1,171 @@
+"""Why the model said what it said about a clip, in one figure a person can
+read at a glance:
+
+- the clip's T frames in a strip;
+- Grad-CAM over every frame, for the predicted class and (when it differs)
+  the true one: the gradient of that class's probability with respect to the
+  backbone's last feature map, averaged over space, weights the map's
+  channels; frames are explained one by one, so each gets its own map;
+- the class probabilities over time: with the original ``average`` head the
+  per-frame scores it averages; with an order-aware head, occlusion: how much
+  each class's probability changes when that one frame is replaced by the
+  clip's mean frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .model import backbone_of, head_of
+
+log = logging.getLogger(__name__)
+
+
+def _feature_map_model(backbone: keras.Model) -> tuple[list[keras.Layer], keras.Model]:
+    """The backbone split for Grad-CAM: the fixed preprocessing layers in
+    front of its network, and a model from the network's input to (its last
+    feature map, its output)."""
+    network = [layer for layer in backbone.layers if isinstance(layer, keras.Model)][-1]
+    front = [layer for layer in backbone.layers[1:] if layer is not network]
+    if len(network.output.shape) == 4:  # an unpooled backbone (conv3d): its output is the map
+        return front, keras.Model(network.input, [network.output, network.output])
+    maps = [
+        layer.output
+        for layer in network.layers
+        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4
+    ]
+    if not maps:
+        raise ValueError(f"backbone {network.name} has no feature map to explain")
+    return front, keras.Model(network.input, [maps[-1], network.output])
+
+
+def grad_cam(model: keras.Model, clip: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Grad-CAM maps, [len(classes), T, S, S] in 0..1, of a uint8 clip [T, S, S, 3]."""
+    import tensorflow as tf
+
+    front, maps_model = _feature_map_model(backbone_of(model))
+    frames = tf.convert_to_tensor(clip, tf.float32)
+    for layer in front:
+        frames = layer(frames)
+    size = clip.shape[1]
+    out = []
+    for c in classes:
+        with tf.GradientTape() as tape:
+            maps, features = maps_model(frames, training=False)
+            tape.watch(maps)
+            if len(features.shape) == 4 and len(head_of(model).input.shape) == 3:
+                features = tf.reduce_mean(features, axis=[1, 2])
+            probs = head_of(model)(features[None], training=False)
+            score = probs[0, c]
+        grads = tape.gradient(score, maps)  # [T, h, w, C]
+        weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))  # [T, h, w]
+        cam = tf.image.resize(cam[..., None], [size, size])[..., 0].numpy()
+        out.append(cam / max(float(cam.max()), 1e-12))
+    return np.stack(out)
+
+
+def scores_over_time(model: keras.Model, clip: np.ndarray) -> tuple[np.ndarray, str]:
+    """Per-frame class scores [T, C] and what they are: the ``average``
+    head's own per-frame probabilities, else the change of each class's
+    probability when the frame is occluded (replaced by the mean frame)."""
+    head = head_of(model)
+    names = [layer.name for layer in head.layers]
+    if "frame_logits" in names:
+        per_frame = keras.Model(head.input, head.get_layer("frame_logits").output)
+        features = _frame_features(model, clip)
+        logits = np.asarray(per_frame.predict(features[None], verbose=0))[0]
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True), "per-frame probability (average head)"
+    base = model.predict(clip[None], verbose=0)[0]
+    mean = clip.mean(axis=0).round().astype(np.uint8)
+    occluded = np.repeat(clip[None], len(clip), axis=0)
+    for t in range(len(clip)):
+        occluded[t, t] = mean
+    probs = model.predict(occluded, verbose=0)
+    return base[None] - probs, "probability lost when the frame is occluded"
+
+
+def _frame_features(model: keras.Model, clip: np.ndarray) -> np.ndarray:
+    return np.asarray(backbone_of(model).predict(clip.astype(np.float32), verbose=0))
+
+
+def explain_figure(
+    model: keras.Model,
+    clip: np.ndarray,
+    names: list[str],
+    path: str | os.PathLike,
+    *,
+    true: int | None = None,
+    title: str = "",
+    top: int = 3,
+) -> dict:
+    """Draw the explanation of one clip to ``path``; returns the predicted
+    class, its probability and the true class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = model.predict(clip[None], verbose=0)[0]
+    predicted = int(probs.argmax())
+    shown = [predicted] + ([true] if true is not None and true != predicted else [])
+    cams = grad_cam(model, clip, shown)
+    over_time, meaning = scores_over_time(model, clip)
+    t = len(clip)
+    rows = 1 + len(shown)
+    fig = plt.figure(figsize=(1.6 * t + 1.5, 1.7 * rows + 2.6), constrained_layout=True)
+    grid = fig.add_gridspec(rows + 1, t, height_ratios=[1] * rows + [1.5])
+    for i in range(t):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(clip[i])
+        ax.set_title(f"frame {i + 1}", fontsize=8)
+        ax.axis("off")
+        for r, (c, cam) in enumerate(zip(shown, cams, strict=True), 1):
+            ax = fig.add_subplot(grid[r, i])
+            ax.imshow(clip[i])
+            ax.imshow(cam[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.axis("off")
+            if i == 0:
+                kind = "predicted" if c == predicted else "true"
+                ax.set_title(f"Grad-CAM: {names[c]} ({kind})", fontsize=8, loc="left")
+    ax = fig.add_subplot(grid[rows, :])
+    order = list(dict.fromkeys([*shown, *np.argsort(-probs)[:top]]))
+    for c in order:
+        style = "-" if c in shown else "--"
+        ax.plot(range(1, t + 1), over_time[:, c], style, marker="o", ms=3, label=names[c])
+    ax.set_xlabel("frame")
+    ax.set_ylabel(meaning, fontsize=8)
+    ax.set_xticks(range(1, t + 1))
+    ax.legend(fontsize=7, ncol=min(len(order), 4), loc="best")
+    verdict = f"predicted {names[predicted]} ({probs[predicted]:.2f})"
+    if true is not None:
+        verdict += f", true {names[true]} ({probs[true]:.2f})"
+    fig.suptitle(f"{title}{': ' if title else ''}{verdict}", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {
+        "predicted": names[predicted],
+        "probability": float(probs[predicted]),
+        "true": None if true is None else names[true],
+    }
+
+
+def choose_clips(predictions: pd.DataFrame, per_class: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The test clips worth a look: the most confident mistakes, then the
+    most confident correct predictions of the weakest classes (by F1), half
+    and half as far as there are such clips."""
+    wrong = predictions[~predictions["correct"]].sort_values("probability", ascending=False)
+    weakest = per_class.sort_values(["f1", "class"])["class"].tolist()
+    right = predictions[predictions["correct"]].copy()
+    right["rank"] = right["true"].map({c: i for i, c in enumerate(weakest)})
+    right = right.sort_values(["rank", "probability"], ascending=[True, False])
+    right = right.drop_duplicates("true")
+    n_wrong = min(len(wrong), max(count - len(right), (count + 1) // 2))
+    chosen = pd.concat([wrong.head(n_wrong), right.head(count - n_wrong)])
+    return chosen.drop(columns="rank", errors="ignore").reset_index(drop=True)

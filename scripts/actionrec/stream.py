@@ -1,0 +1,161 @@
+"""Live video: classify a webcam, a network stream or a file played at its
+own pace, as it comes.
+
+ffmpeg reads the source and sends its frames, scaled to the model's S x S,
+through a pipe. The last ``window_seconds`` of frames are kept; every
+``step_seconds`` the window is sampled to the model's T frames, the way
+extraction samples a clip, and classified. One line per step: the stream
+time and the top classes with their probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .scores import format_top
+from .video import BadVideo, FrameStream, find_ffmpeg, sample_indices
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["step", "stream_seconds", "frames", "predicted", "probability", "top"]
+# Used when the source announces no frame rate (a raw pipe, some cameras).
+FALLBACK_FPS = 25.0
+
+
+def source_options(source: str, realtime: bool, timeout: float) -> dict:
+    """ffmpeg input options for a source: a video device (/dev/videoN), a
+    network URL, standard input (-) or a file (read at its own pace when
+    ``realtime``)."""
+    if source.startswith("/dev/video"):
+        return {"f": "v4l2"}
+    scheme = re.match(r"(\w+)://", source)
+    if scheme:
+        micros = int(timeout * 1e6)
+        # Start within a second instead of probing 5 s of stream first.
+        live = {"analyzeduration": 1_000_000, "fflags": "nobuffer"}
+        # An RTSP camera that stops sending, or a TCP/HTTP peer that never
+        # answers, ends the stream after `timeout` seconds instead of hanging.
+        if scheme.group(1) == "rtsp":
+            return {**live, "timeout": micros}
+        return {**live, "rw_timeout": micros}
+    return {"re": None} if realtime and source != "-" else {}
+
+
+def classify_stream(
+    model,
+    source: str,
+    names: list[str],
+    *,
+    window_seconds: float = 2.0,
+    step_seconds: float = 1.0,
+    top: int = 3,
+    resize: str = "crop",
+    realtime: bool = True,
+    timeout: float = 10.0,
+    ffmpeg_exe: str | None = None,
+    on_step: Callable[[dict], None] | None = None,
+) -> pd.DataFrame:
+    """Classify ``source`` step by step until it ends or Ctrl-C; returns
+    the steps (with ``attrs["error"]`` when the stream dropped). Raises
+    BadVideo when the source cannot be opened or fails before it delivers a
+    frame, naming the source and ffmpeg's reason."""
+    frames, size = int(model.input_shape[1]), int(model.input_shape[2])
+    if source != "-" and "://" not in source and not Path(source).exists():
+        raise BadVideo(f"{source}: no such file or device")
+    stream = FrameStream(
+        "pipe:" if source == "-" else source,
+        size,
+        resize,
+        ffmpeg_exe or find_ffmpeg(),
+        threads=1,
+        source=source_options(source, realtime, timeout),
+    )
+    fps = stream.header()[0]  # from the source's header, printed before any frame
+    fps = fps if np.isfinite(fps) and fps > 0 else FALLBACK_FPS
+    span = max(frames, round(window_seconds * fps))
+    step = max(1, round(step_seconds * fps))
+    window: deque[np.ndarray] = deque(maxlen=span)
+    rows: list[dict] = []
+    incoming = iter(stream)
+    watchdog = _Watchdog(stream, timeout)
+    try:
+        for n, frame in enumerate(incoming, 1):
+            watchdog.fed()
+            window.append(frame)
+            # A step every `step` frames, once the window holds T frames.
+            if n < frames or n % step:
+                continue
+            clip = np.stack([window[i] for i in sample_indices(len(window), frames)])
+            probs = np.asarray(model.predict_on_batch(clip[None]), np.float64)[0]
+            best = int(probs.argmax())
+            rows.append(
+                {
+                    "step": len(rows) + 1,
+                    "stream_seconds": round(n / fps, 2),
+                    "frames": len(window),
+                    "predicted": names[best],
+                    "probability": round(float(probs[best]), 6),
+                    "top": format_top(probs, names, min(top, len(names))),
+                }
+            )
+            if on_step:
+                on_step(rows[-1])
+    except KeyboardInterrupt:
+        log.info("stopped by the user after %d step(s)", len(rows))
+        watchdog.stop()
+        stream.stop()
+        incoming.close()  # ffmpeg ends and its log is read
+        return pd.DataFrame(rows, columns=COLUMNS)
+    if stream.delivered == 0:
+        raise BadVideo(f"{source}: could not be read: {_reason(stream)}")
+    watchdog.stop()
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    if watchdog.fired:
+        table.attrs["error"] = (
+            f"the stream dropped after {stream.delivered} frames: no frame for {timeout:g} s"
+        )
+    elif stream.rc != 0:
+        # What came before still counts; the caller reports the drop.
+        table.attrs["error"] = f"the stream dropped after {stream.delivered} frames: " + _reason(
+            stream
+        )
+    return table
+
+
+class _Watchdog:
+    """Ends the stream when no frame has come for ``timeout`` seconds after
+    the first: a camera that freezes or a peer that stops sending, whatever
+    the source."""
+
+    def __init__(self, stream: FrameStream, timeout: float):
+        self.stream, self.timeout, self.fired = stream, timeout, False
+        self._last: float | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def fed(self) -> None:
+        self._last = time.monotonic()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            if self._last is not None and time.monotonic() - self._last > self.timeout:
+                self.fired = True
+                self.stream.stop()
+                return
+
+
+def _reason(stream: FrameStream) -> str:
+    errors = [line.strip() for line in stream.log.splitlines() if "[error]" in line]
+    return errors[-1] if errors else f"ffmpeg exited with code {stream.rc}"

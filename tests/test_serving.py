@@ -1,0 +1,194 @@
+"""The final model beyond the workflow: the command line, export to serving
+formats, explanations, and classifying a live stream."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from actionrec.tables import read_tsv
+from conftest import snakemake
+
+pytestmark = pytest.mark.workflow
+
+COMMANDS = ("predict", "export", "explain", "check-shards")
+
+
+def actionrec() -> list[str]:
+    """The installed command (the README's set-up installs it)."""
+    return [str(Path(sys.executable).with_name("actionrec"))]
+
+
+def test_the_command_lists_its_commands_with_examples():
+    out = subprocess.run([*actionrec(), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert all(name in out.stdout for name in COMMANDS)
+    for name in COMMANDS:
+        sub = subprocess.run([*actionrec(), name, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and "example" in sub.stdout and f"actionrec {name}" in sub.stdout
+
+
+def test_exports_agree_with_the_keras_model(tiny_run):
+    out = snakemake(tiny_run, "results/export/summary.tsv", "--configfile", "tiny.yaml")
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = read_tsv(tiny_run / "results/export/summary.tsv").set_index("format")
+    assert list(table.index) == ["keras", "saved_model", "litert", "onnx", "openvino"]
+    assert (table["same_top1"] == table["clips"]).all() and table["within_tolerance"].all()
+    assert (table["size_mb"] > 0).all() and (table["ms_per_clip"] > 0).all()
+    for name in ("saved_model/saved_model.pb", "model.tflite", "model.onnx", "model.xml"):
+        assert (tiny_run / "results/export/models" / name).exists()
+
+
+def test_explanations_are_drawn_for_chosen_test_clips(tiny_run):
+    figures = sorted((tiny_run / "results/final/explain").glob("*.png"))
+    test = read_tsv(tiny_run / "results/final/predictions.tsv")
+    assert len(figures) == min(4, len(test))
+    assert {f.stem for f in figures} <= set(test["clip_id"])
+    assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figures)
+
+
+def test_the_explain_command_draws_any_video(tiny_run, tmp_path):
+    video = read_tsv(tiny_run / "results/data/manifest.tsv")["path"][0]
+    model = str(tiny_run / "results/final/model.keras")
+    cmd = [*actionrec(), "explain", video, "--model", model, "--out", str(tmp_path / "why.png")]
+    out = subprocess.run([*cmd, "--true", "Grow"], capture_output=True, text=True, cwd=tiny_run)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "why.png").read_bytes()[:4] == b"\x89PNG" and "predicted" in out.stdout
+    wrong = subprocess.run([*cmd, "--true", "Fly"], capture_output=True, text=True, cwd=tiny_run)
+    assert wrong.returncode == 2 and "'Fly' is not one of the model's classes" in wrong.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Reader:
+    """``actionrec predict --stream`` in the background, its lines timed as they come."""
+
+    def __init__(self, workdir: Path, source: str, *args: str):
+        model = str(workdir / "results/final/model.keras")
+        cmd = [*actionrec(), "predict", "--stream", source, "--model", model, *args]
+        self.proc = subprocess.Popen(
+            cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line))
+
+    def finish(self, timeout: float = 120) -> tuple[int, str]:
+        rc = self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=10)
+        return rc, self.proc.stderr.read()
+
+
+def send(clip: str, port: int, loops: int) -> subprocess.Popen:
+    """ffmpeg playing ``clip`` in a loop, at its own pace, to a TCP listener on
+    127.0.0.1: a live stream. Retries until the listener is up."""
+    from actionrec.video import find_ffmpeg
+
+    cmd = [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", str(loops)]
+    cmd += ["-i", clip, "-c:v", "mpeg4", "-f", "mpegts", f"tcp://127.0.0.1:{port}"]
+    for _ in range(100):
+        sender = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        time.sleep(0.3)
+        if sender.poll() is None or sender.returncode == 0:
+            return sender
+    raise AssertionError(f"could not connect to the listener on port {port}")
+
+
+@pytest.fixture(scope="module")
+def known_clip(tiny_run) -> tuple[str, str]:
+    """A clip the model classifies right with the highest confidence, and its class."""
+    manifest = read_tsv(tiny_run / "results/data/manifest.tsv")
+    out_tsv = tiny_run / "all.tsv"
+    cmd = [*actionrec(), "predict", *manifest["path"], "--output", str(out_tsv), "--top", "1"]
+    done = subprocess.run(cmd, cwd=tiny_run, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = read_tsv(out_tsv).assign(path=list(manifest["path"]), true=list(manifest["class"]))
+    right = table[table["predicted"] == table["true"]].sort_values("probability")
+    assert len(right), "the tiny model classifies no clip right"
+    best = right.iloc[-1]
+    return str(tiny_run / best["path"]), best["true"]
+
+
+def test_a_live_stream_is_classified_line_by_line_while_it_runs(tiny_run, known_clip, tmp_path):
+    clip, label = known_clip
+    port = free_port()
+    steps = tmp_path / "steps.tsv"
+    options = ["--window-seconds", "0.5", "--step-seconds", "0.25", "--output", str(steps)]
+    reader = Reader(tiny_run, f"tcp://127.0.0.1:{port}?listen=1", *options, "--top", "2")
+    sender = send(clip, port, loops=30)
+    sender.wait(timeout=120)
+    sent_until = time.monotonic()
+    rc, err = reader.finish()
+    assert rc == 0, err[-2000:]
+    assert len(reader.lines) >= 3
+    # Lines came while the stream was still playing, not all at its end.
+    assert reader.lines[0][0] < sent_until - 0.5
+    table = pd.read_csv(steps, sep="\t")
+    assert table["predicted"].value_counts().idxmax() == label
+    assert table["stream_seconds"].is_monotonic_increasing
+
+
+def test_a_stream_that_never_opens_is_named(tiny_run):
+    port = free_port()  # nobody listens there
+    reader = Reader(tiny_run, f"tcp://127.0.0.1:{port}", "--timeout", "3")
+    rc, err = reader.finish(timeout=60)
+    assert rc == 2 and f"error: tcp://127.0.0.1:{port}: could not be read" in err
+
+
+def test_a_stream_that_stalls_is_reported_as_dropped(tiny_run, known_clip):
+    port = free_port()
+    reader = Reader(tiny_run, f"tcp://127.0.0.1:{port}?listen=1", "--timeout", "2")
+    sender = send(known_clip[0], port, loops=50)
+    deadline = time.monotonic() + 60
+    while not reader.lines and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(sender.pid, signal.SIGSTOP)  # the camera freezes: no more data
+    try:
+        rc, err = reader.finish(timeout=60)
+    finally:
+        os.kill(sender.pid, signal.SIGKILL)
+        sender.wait()
+    assert rc == 1 and "the stream dropped after" in err and reader.lines
+
+
+def test_ctrl_c_stops_a_stream_cleanly(tiny_run, known_clip, tmp_path):
+    port = free_port()
+    steps = tmp_path / "steps.tsv"
+    reader = Reader(tiny_run, f"tcp://127.0.0.1:{port}?listen=1", "--output", str(steps))
+    sender = send(known_clip[0], port, loops=50)
+    deadline = time.monotonic() + 60
+    while not reader.lines and time.monotonic() < deadline:
+        time.sleep(0.1)
+    reader.proc.send_signal(signal.SIGINT)
+    try:
+        rc, err = reader.finish(timeout=60)
+    finally:
+        sender.kill()
+        sender.wait()
+    assert rc == 0, err[-2000:]
+    assert len(pd.read_csv(steps, sep="\t")) >= 1
+
+
+def test_the_report_holds_the_explanations(tiny_run):
+    html = tiny_run / "results/report.html"
+    if not html.exists():
+        out = snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", str(html))
+        assert out.returncode == 0, out.stderr[-2000:]
+    names = [f.name for f in (tiny_run / "results/final/explain").glob("*.png")]
+    text = html.read_text()
+    assert names and all(name in text for name in names)
