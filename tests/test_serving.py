@@ -166,6 +166,38 @@ def test_a_stream_that_stalls_is_reported_as_dropped(tiny_run, known_clip):
     assert rc == 1 and "the stream dropped after" in err and reader.lines
 
 
+def test_a_network_read_that_times_out_is_a_drop_not_an_end(tiny_run, known_clip, monkeypatch):
+    """ffmpeg ends a timed-out network read with status 0; only its log says
+    why. Without the watchdog, that still counts as a drop."""
+    import keras
+
+    from actionrec import stream
+
+    monkeypatch.setattr(stream._Watchdog, "_watch", lambda self: None)
+    model = keras.models.load_model(tiny_run / "results/final/model.keras")
+    names = (tiny_run / "results/data/classes.txt").read_text().split()
+    port = free_port()
+    result = {}
+
+    def listen():
+        source = f"tcp://127.0.0.1:{port}?listen=1"
+        result["table"] = stream.classify_stream(model, source, names, timeout=2)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(1)
+    sender = send(known_clip[0], port, loops=50)
+    time.sleep(3)
+    os.kill(sender.pid, signal.SIGSTOP)
+    try:
+        listener.join(timeout=60)
+    finally:
+        os.kill(sender.pid, signal.SIGKILL)
+        sender.wait()
+    table = result["table"]
+    assert len(table) and "Connection timed out" in table.attrs["error"]
+
+
 def test_ctrl_c_stops_a_stream_cleanly(tiny_run, known_clip, tmp_path):
     port = free_port()
     steps = tmp_path / "steps.tsv"

@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from .scores import format_top
-from .video import BadVideo, FrameStream, find_ffmpeg, sample_indices
+from .video import (
+    BadVideo,
+    FrameStream,
+    error_lines,
+    ffmpeg_message,
+    find_ffmpeg,
+    sample_indices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +130,9 @@ def classify_stream(
         table.attrs["error"] = (
             f"the stream dropped after {stream.delivered} frames: no frame for {timeout:g} s"
         )
-    elif stream.rc != 0:
-        # What came before still counts; the caller reports the drop.
+    elif stream.rc != 0 or "Error during demuxing" in stream.log:
+        # ffmpeg ends a network read that timed out or broke with status 0, but
+        # logs it. What came before still counts; the caller reports the drop.
         table.attrs["error"] = f"the stream dropped after {stream.delivered} frames: " + _reason(
             stream
         )
@@ -157,5 +165,5 @@ class _Watchdog:
 
 
 def _reason(stream: FrameStream) -> str:
-    errors = [line.strip() for line in stream.log.splitlines() if "[error]" in line]
-    return errors[-1] if errors else f"ffmpeg exited with code {stream.rc}"
+    errors = error_lines(stream.log)
+    return ffmpeg_message(errors[-1]) if errors else f"ffmpeg exited with code {stream.rc}"

@@ -116,7 +116,7 @@ def _header_info(log: str) -> tuple[float, float]:
     return fps, duration
 
 
-def _error_lines(log: str) -> list[str]:
+def error_lines(log: str) -> list[str]:
     return [line.strip() for line in log.splitlines() if _ERROR.search(line)]
 
 
@@ -250,19 +250,19 @@ class FrameStream(_Ffmpeg):
         decode errors."""
         if self.rc != 0 or self.delivered == 0:
             raise BadVideo(_failure(self.log, self.rc))
-        errors = _error_lines(self.log)
+        errors = error_lines(self.log)
         if errors:
-            raise BadVideo(f"decode errors ({len(errors)}), first: {_clean(errors[0])}")
+            raise BadVideo(f"decode errors ({len(errors)}), first: {ffmpeg_message(errors[0])}")
 
 
 def _failure(log: str, rc: int) -> str:
     """Why an ffmpeg run that delivered nothing or exited non-zero failed."""
-    errors = _error_lines(log)
+    errors = error_lines(log)
     if "matches no streams" in log or "does not contain any stream" in log:
         return "no video stream"
     if rc == 0:
         return "no frames decoded"
-    return _clean(errors[-1]) if errors else f"ffmpeg exited with code {rc}"
+    return ffmpeg_message(errors[-1]) if errors else f"ffmpeg exited with code {rc}"
 
 
 @dataclass
@@ -359,9 +359,9 @@ def decode_clip(
     announced = duration * fps
     if np.isfinite(announced) and n < TRUNCATION_TOLERANCE * announced:
         raise BadVideo(f"truncated: decoded {n} of the {announced:.0f} frames its header announces")
-    errors = _error_lines(run.log)
+    errors = error_lines(run.log)
     if errors:
-        raise BadVideo(f"decode errors ({len(errors)}), first: {_clean(errors[0])}")
+        raise BadVideo(f"decode errors ({len(errors)}), first: {ffmpeg_message(errors[0])}")
     if not np.isfinite(duration) and np.isfinite(fps) and fps > 0:
         duration = n / fps
     want = sample_indices(n, frames)
@@ -405,7 +405,7 @@ def windows(
         yield np.stack([buffer[i] for i in sample_indices(len(buffer), frames)]), len(buffer)
 
 
-def _clean(line: str) -> str:
+def ffmpeg_message(line: str) -> str:
     """An ffmpeg log line without its ``[tag @ 0x...]`` and level prefixes."""
     line = re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line)
     line = re.sub(r"\[(error|fatal|panic|warning|info)\]\s*", "", line)
