@@ -145,7 +145,7 @@ def test_the_readme_gives_each_default_and_the_demo_value():
 
 
 def test_the_schema_names_what_the_catalog_names():
-    """Backbones, heads and demo classes are written once, in the catalog; the
+    """Backbones, heads, demo classes and export formats are written once, in the catalog; the
     schema's enums and descriptions must agree with it."""
     from actionrec import catalog
 
@@ -155,6 +155,8 @@ def test_the_schema_names_what_the_catalog_names():
     demo = schema["demo"]["properties"]["classes"]
     assert tuple(demo["items"]["enum"]) == catalog.DEMO_CLASSES == tuple(demo["default"])
     assert tuple(schema["train"]["properties"]["norm"]["enum"]) == catalog.NORMS
+    formats = schema["export"]["properties"]["formats"]
+    assert tuple(formats["items"]["enum"]) == catalog.EXPORT_FORMATS == tuple(formats["default"])
     described = schema["train"]["properties"]["backbone"]["description"]
     assert all(name in described for name in catalog.BACKBONES)
     assert schema["train"]["properties"]["backbone"]["default"] in catalog.BACKBONES

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .catalog import EXPORT_FORMATS as FORMATS
+
 log = logging.getLogger(__name__)
 
-FORMATS = ("saved_model", "litert", "onnx", "openvino")
 # The file (or folder) each format is written to, inside the export folder.
 FILES = {
     "saved_model": "saved_model",
@@ -129,8 +130,8 @@ def export_model(
     out_dir: str | os.PathLike,
     clips: np.ndarray,
     *,
-    formats: tuple[str, ...] = FORMATS,
-    repeats: int = 20,
+    formats: tuple[str, ...],
+    repeats: int,
 ) -> pd.DataFrame:
     """Export the ``.keras`` model in every format of ``formats``, check each
     export on ``clips`` (same top-1 class, probabilities within

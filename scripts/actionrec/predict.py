@@ -102,6 +102,18 @@ def classify_video(
     return probs, len(w), int(w.sum())
 
 
+def load_model(model_path: str | os.PathLike):
+    """The saved clip model; a clear error when there is none."""
+    import keras
+
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(
+            f"no model at {model_path}: train one (snakemake results/final/model.keras) "
+            "or pass --model"
+        )
+    return keras.saving.load_model(model_path)
+
+
 def predict_videos(
     model_path: str | os.PathLike,
     videos: Iterable[str | os.PathLike],
@@ -116,16 +128,9 @@ def predict_videos(
     """Classify every video; one that fails gets status ``failed`` and the
     reason, and the others are still classified. ``on_result`` is called
     with each row as it is ready."""
-    import keras
-
     if window_seconds <= 0:
         raise ValueError(f"window_seconds must be positive, not {window_seconds}")
-    if not Path(model_path).is_file():
-        raise FileNotFoundError(
-            f"no model at {model_path}: train one (snakemake results/final/model.keras) "
-            "or pass --model"
-        )
-    model = keras.saving.load_model(model_path)
+    model = load_model(model_path)
     num_classes = int(model.output_shape[-1])
     names = classes or default_classes(model_path, num_classes)
     if len(names) != num_classes:

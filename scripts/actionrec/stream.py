@@ -34,8 +34,6 @@ from .video import (
 log = logging.getLogger(__name__)
 
 COLUMNS = ["step", "stream_seconds", "frames", "predicted", "probability", "top"]
-# Used when the source announces no frame rate (a raw pipe, some cameras).
-FALLBACK_FPS = 25.0
 
 
 def source_options(source: str, realtime: bool, timeout: float) -> dict:
@@ -86,8 +84,7 @@ def classify_stream(
         threads=1,
         source=source_options(source, realtime, timeout),
     )
-    fps = stream.header()[0]  # from the source's header, printed before any frame
-    fps = fps if np.isfinite(fps) and fps > 0 else FALLBACK_FPS
+    fps = stream.frame_rate()
     span = max(frames, round(window_seconds * fps))
     step = max(1, round(step_seconds * fps))
     window: deque[np.ndarray] = deque(maxlen=span)

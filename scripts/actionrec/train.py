@@ -388,23 +388,17 @@ def run_trial(
         finetune={"blocks": 0},
         seed=seed,
     )
+    result = {"lr": float(lr), "val_loss": float("nan"), "val_accuracy": float("nan"), "epoch": 0}
     start = time.perf_counter()
     try:
         _, history = train(data, cfg, Path(work_dir), threads=threads, head_only=True)
     except FloatingPointError:
         log.warning("lr %g: the loss diverged", lr)
-        return {
-            "lr": float(lr),
-            "val_loss": float("nan"),
-            "val_accuracy": float("nan"),
-            "epoch": 0,
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-    best = history.loc[history["val_loss"].idxmin()]
-    return {
-        "lr": float(lr),
-        "val_loss": float(best["val_loss"]),
-        "val_accuracy": float(best["val_accuracy"]),
-        "epoch": int(best["epoch"]),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    else:
+        best = history.loc[history["val_loss"].idxmin()]
+        result.update(
+            val_loss=float(best["val_loss"]),
+            val_accuracy=float(best["val_accuracy"]),
+            epoch=int(best["epoch"]),
+        )
+    return {**result, "seconds": round(time.perf_counter() - start, 1)}

@@ -26,6 +26,8 @@ DEFAULT_BUFFER_BYTES = 64 * 2**20
 # A clip that yields fewer frames than this share of what its header
 # announces is reported as truncated.
 TRUNCATION_TOLERANCE = 0.9
+# The frame rate assumed for a source that announces none (a raw pipe, some cameras).
+FALLBACK_FPS = 25.0
 
 
 class BadVideo(Exception):
@@ -191,6 +193,12 @@ class _Ffmpeg:
         self._header.wait()
         return _header_info("".join(self._lines))
 
+    def frame_rate(self) -> float:
+        """The input's frame rate from its header, before any frame comes;
+        FALLBACK_FPS when it announces none (a raw pipe, some cameras)."""
+        fps = self.header()[0]
+        return fps if np.isfinite(fps) and fps > 0 else FALLBACK_FPS
+
     def finish(self) -> tuple[int, str]:
         """Wait for the process; its exit status and everything it logged."""
         rc = self.proc.wait()
@@ -250,9 +258,13 @@ class FrameStream(_Ffmpeg):
         decode errors."""
         if self.rc != 0 or self.delivered == 0:
             raise BadVideo(_failure(self.log, self.rc))
-        errors = error_lines(self.log)
-        if errors:
-            raise BadVideo(f"decode errors ({len(errors)}), first: {ffmpeg_message(errors[0])}")
+        _check_decode_errors(self.log)
+
+
+def _check_decode_errors(log: str) -> None:
+    errors = error_lines(log)
+    if errors:
+        raise BadVideo(f"decode errors ({len(errors)}), first: {ffmpeg_message(errors[0])}")
 
 
 def _failure(log: str, rc: int) -> str:
@@ -359,9 +371,7 @@ def decode_clip(
     announced = duration * fps
     if np.isfinite(announced) and n < TRUNCATION_TOLERANCE * announced:
         raise BadVideo(f"truncated: decoded {n} of the {announced:.0f} frames its header announces")
-    errors = error_lines(run.log)
-    if errors:
-        raise BadVideo(f"decode errors ({len(errors)}), first: {ffmpeg_message(errors[0])}")
+    _check_decode_errors(run.log)
     if not np.isfinite(duration) and np.isfinite(fps) and fps > 0:
         duration = n / fps
     want = sample_indices(n, frames)
@@ -392,8 +402,7 @@ def windows(
     check_readable(path)
     check_container(path)
     stream = FrameStream(path, size, resize, ffmpeg_exe or find_ffmpeg(), threads)
-    fps = stream.header()[0]  # from the header ffmpeg prints before the first frame
-    span = max(frames, round(window_seconds * (fps if np.isfinite(fps) and fps > 0 else 25.0)))
+    span = max(frames, round(window_seconds * stream.frame_rate()))
     buffer: list[np.ndarray] = []
     for frame in stream:
         buffer.append(frame)
