@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from .catalog import EXPORT_FORMATS
+from .settings import defaults
 from .video import RESIZE_MODES
 
 EXAMPLES = {
@@ -94,14 +96,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--model", default="results/final/model.keras", help="a saved .keras model")
     e.add_argument("--out", default="results/export/models", help="folder for the exports")
+    export = defaults("export")
     e.add_argument(
         "--formats",
         nargs="+",
-        default=["saved_model", "litert", "onnx", "openvino"],
-        help="formats to write (default: all four)",
+        default=export["formats"],
+        choices=EXPORT_FORMATS,
+        help=f"formats to write (default: {' '.join(export['formats'])})",
     )
     e.add_argument("--data", default="results/data", help="the run's data folder (test clips)")
-    e.add_argument("--clips", type=int, default=16, help="test clips to check on (default 16)")
+    e.add_argument(
+        "--clips",
+        type=int,
+        default=export["clips"],
+        help=f"test clips to check on (default {export['clips']})",
+    )
     e.add_argument("--output", help="also write the table as a TSV file")
 
     x = command(
@@ -173,12 +182,10 @@ def _print_step(row: dict) -> None:
 
 def _load(args):
     """The model and its class names."""
-    import keras
-
     from .manifest import read_classes
-    from .predict import default_classes
+    from .predict import default_classes, load_model
 
-    model = keras.saving.load_model(args.model)
+    model = load_model(args.model)
     n = int(model.output_shape[-1])
     names = read_classes(args.classes) if args.classes else default_classes(args.model, n)
     if len(names) != n:
@@ -256,9 +263,18 @@ def export_command(args) -> int:
     try:
         names = read_classes(data / "classes.txt")
         clips = test_clips(Data.of(data / "split.tsv", data / "shards", len(names)), args.clips)
-        table = export_model(args.model, args.out, clips, formats=tuple(args.formats))
-    except (FileNotFoundError, ValueError) as err:
+        table = export_model(
+            args.model,
+            args.out,
+            clips,
+            formats=tuple(args.formats),
+            repeats=defaults("export")["repeats"],
+        )
+    except FileNotFoundError as err:
         print(f"error: {err} (--data names the run's results/data folder)", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(table.to_markdown(index=False))
     if args.output:
@@ -277,7 +293,10 @@ def explain_command(args) -> int:
             raise ValueError(f"--true {args.true!r} is not one of the model's classes {names}")
         frames, size = model_geometry(model)
         clip = decode_clip(args.video, frames, size, resize=args.resize, ffmpeg_exe=args.ffmpeg)
-    except (FileNotFoundError, ValueError, BadVideo) as err:
+    except BadVideo as err:
+        print(f"error: {args.video}: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     true = names.index(args.true) if args.true else None
@@ -291,7 +310,6 @@ def explain_command(args) -> int:
 def check_shards_command(args) -> int:
     import yaml
 
-    from .settings import defaults
     from .shardcheck import check_shards
     from .tables import read_tsv
 
