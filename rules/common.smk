@@ -66,6 +66,13 @@ def check_config():
             f"data.splits_dir: {splits_dir!r} has no classInd.txt; point it at "
             "UCF101's ucfTrainTestlist folder, or set it to null"
         )
+    views, stored = config["evaluate"]["views"], config["extract"]["frames_per_segment"]
+    if views > stored:
+        raise ValueError(
+            f"evaluate.views ({views}) exceeds extract.frames_per_segment ({stored}): a view "
+            "takes one stored frame of every segment; lower evaluate.views or store more "
+            "frames per segment"
+        )
     check_backbone("train.backbone", config["train"]["backbone"])
     for backbone in config["compare"]["backbones"]:
         check_backbone("compare.backbones", backbone)
@@ -118,8 +125,21 @@ def shard_ids(wildcards):
     manifest = checkpoints.manifest.get().output.manifest
     with open(manifest) as fh:
         n_clips = sum(1 for _ in fh) - 1
+    check_disk(n_clips)
     count = catalog.shard_count(n_clips, config["extract"]["clips_per_shard"])
     return [f"{i:04d}" for i in range(count)]
+
+
+def check_disk(n_clips):
+    """Stop before extraction when the shards would outgrow extract.max_disk_gb."""
+    extract = config["extract"]
+    catalog.check_disk(
+        n_clips,
+        frames=extract["frames"],
+        frames_per_segment=extract["frames_per_segment"],
+        size=extract["size"],
+        max_gb=extract["max_disk_gb"],
+    )
 
 
 def shard_files(wildcards):

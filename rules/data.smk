@@ -63,6 +63,7 @@ rule extract_shard:
     params:
         frames=config["extract"]["frames"],
         size=config["extract"]["size"],
+        frames_per_segment=config["extract"]["frames_per_segment"],
         clips_per_shard=config["extract"]["clips_per_shard"],
         resize=config["extract"]["resize"],
         compression=config["extract"]["compression"],

@@ -41,6 +41,8 @@ rule evaluate:
     params:
         top=config["evaluate"]["top"],
         batch_size=config["evaluate"]["batch_size"],
+        views=config["evaluate"]["views"],
+        crops=config["evaluate"]["crops"],
     script:
         "../scripts/evaluate_model.py"
 
@@ -136,6 +138,7 @@ rule predict:
     params:
         top=config["predict"]["top"],
         window_seconds=config["predict"]["window_seconds"],
+        views=config["predict"]["views"],
         resize=config["extract"]["resize"],
         ffmpeg=config["extract"]["ffmpeg"],
         extensions=config["data"]["extensions"],

@@ -16,6 +16,7 @@ with logged(sm.log[0]):
         clips_per_shard=extract["clips_per_shard"],
         frames=extract["frames"],
         size=extract["size"],
+        frames_per_segment=extract["frames_per_segment"],
     )
     write_tsv(table, sm.output[0])
     bad = table[table["status"] != "ok"]

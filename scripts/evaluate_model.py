@@ -23,4 +23,6 @@ with logged(sm.log[0]):
         names=names,
         top=sm.params.top,
         batch_size=sm.params.batch_size,
+        views=sm.params.views,
+        crops=sm.params.crops,
     )

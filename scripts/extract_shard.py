@@ -14,6 +14,7 @@ with logged(sm.log[0]):
         sm.output.report,
         frames=p.frames,
         size=p.size,
+        frames_per_segment=p.frames_per_segment,
         resize=p.resize,
         compression=p.compression,
         on_bad_video=p.on_bad_video,

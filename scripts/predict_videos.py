@@ -24,6 +24,7 @@ with logged(sm.log[0]):
         classes=read_classes(sm.input.classes),
         top=sm.params.top,
         window_seconds=sm.params.window_seconds,
+        views=sm.params.views,
         resize=sm.params.resize,
         ffmpeg_exe=sm.params.ffmpeg,
         on_result=report,

@@ -171,5 +171,28 @@ def test_model_card_reports_the_measured_numbers(tmp_path):
     assert "| accuracy | 0.5000 |" in text and "`group`" in text
     assert "kept epoch 1 (frozen)" in text and "augmentation: crop 0.2." in text
     assert "Stage `finetune`, 1 epoch(s): the whole backbone unfrozen" in text
-    assert "learning rate 0.00015, batch norm frozen" in text
+    assert "peak learning rate 0.00015, batch norm frozen" in text
+    config["train"]["finetune"] = {
+        "blocks": "all",
+        "lr": 1e-4,
+        "lr_factor": None,
+        "warmup_epochs": 0.5,
+        "schedule": "cosine",
+        "clipnorm": 1.0,
+        "accumulate": 4,
+        "batch_norm": "frozen",
+    }
+    text = write_model_card(
+        tmp_path / "card.md",
+        metrics_json=tmp_path / "metrics.json",
+        per_class_tsv=tmp_path / "per_class.tsv",
+        history_tsv=tmp_path / "history.tsv",
+        manifest_tsv=tmp_path / "manifest.tsv",
+        leakage_json=tmp_path / "leakage.json",
+        config=config,
+    )
+    assert (
+        "peak learning rate 0.0001 (warmed up over 0.5 epoch(s), cosine-decayed to 0, gradient "
+        "norm clipped at 1, 4 batches an update), batch norm frozen"
+    ) in text.replace("\n", " ")
     assert re.search(r"\| Shrink\s+\|\s+0\s+\|", text)  # the weakest class is named

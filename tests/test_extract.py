@@ -69,6 +69,20 @@ def test_shard_schema_and_provenance(sample, tmp_path):
         assert attrs["ffmpeg"].startswith("ffmpeg version")
 
 
+def test_k_frames_per_segment_are_the_centres_of_t_times_k_parts(sample, tmp_path):
+    """K frames of each of T segments: the frames a T x K uniform sampling
+    takes, segment by segment, so that view j of a clip is frames j, K + j, ..."""
+    rows = build_manifest(sample / "UCF-101").iloc[:2]
+    shard = tmp_path / "shard-0000.h5"
+    extract_shard(rows, shard, tmp_path / "r.tsv", frames=T, size=S, frames_per_segment=3)
+    with h5py.File(shard) as f:
+        assert f["frames"].shape == (2, T * 3, S, S, 3) and f["frames"].chunks[1] == T * 3
+        assert (f.attrs["frames"], f.attrs["frames_per_segment"]) == (T, 3)
+        assert f.attrs["stored_frames"] == T * 3
+        for i, path in enumerate(rows["path"]):
+            np.testing.assert_array_equal(f["frames"][i], decode_clip(path, T * 3, S).frames)
+
+
 def test_on_bad_video_fail_names_the_file(mixed_folder, tmp_path):
     rows = build_manifest(mixed_folder)
     with pytest.raises(ExtractError, match=r"v_Bad_g01_c01\.avi: empty file.*on_bad_video"):

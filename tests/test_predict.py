@@ -42,7 +42,13 @@ def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path):
     predictions = read_tsv(tiny_run / "results/final/predictions.tsv")
     manifest = read_tsv(tiny_run / "results/data/manifest.tsv").set_index("clip_id")
     videos = [manifest.loc[c, "path"] for c in predictions["clip_id"]]
-    out = predict_cli(tiny_run, *videos, "--top", "3", "--output", str(tmp_path / "p.tsv"))
+    # The run stores 2 frames a segment and evaluates 2 views: --views 2 samples a video the
+    # same way and averages the same views.
+    views = json.loads((tiny_run / "results/final/metrics.json").read_text())["views"]
+    assert views == 2
+    out = predict_cli(
+        tiny_run, *videos, "--top", "3", "--views", "2", "--output", str(tmp_path / "p.tsv")
+    )
     assert out.returncode == 0, out.stderr
     table = read_tsv(tmp_path / "p.tsv")
     assert table["predicted"].tolist() == predictions["predicted"].tolist()

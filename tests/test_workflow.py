@@ -22,7 +22,7 @@ def test_demo_to_split(tiny_run):
     shards = sorted((data / "shards").glob("shard-*.h5"))
     assert [s.name for s in shards] == [f"shard-{i:04d}.h5" for i in range(4)]
     with h5py.File(shards[0]) as f:
-        assert f["frames"].shape == (5, 4, 32, 32, 3)
+        assert f["frames"].shape == (5, 4 * 2, 32, 32, 3)
     report = read_tsv(data / "extract_report.tsv")
     assert (report["status"] == "ok").all() and len(report) == 18
     split = read_tsv(data / "split.tsv")
@@ -118,6 +118,10 @@ BAD_CONFIGS = [
     ("train: {augment: {blur: 1}}", "('blur' was unexpected)"),
     ("search: {bayes: {n_calls: 2, n_initial_points: 3}}", "n_initial_points (3) exceeds"),
     ("search: {low: 0.1, high: 0.01}", "search.low (0.1) must be below search.high"),
+    ("evaluate: {views: 3}", "evaluate.views (3) exceeds extract.frames_per_segment (1)"),
+    ("evaluate: {crops: 2}", "2 is not one of [1, 3]"),
+    ("train: {finetune: {schedule: step}}", "'step' is not one of ['cosine', 'constant']"),
+    ("train: {finetune: {accumulate: 0}}", "0 is less than the minimum of 1"),
 ]
 
 

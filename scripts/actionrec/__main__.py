@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="length of the windows a video is cut into (default 10; with --stream, 2)",
     )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=defaults("predict")["views"],
+        help="temporal views averaged per window: each window is sampled to T x VIEWS "
+        "frames, view v takes every VIEWS-th from the v-th on (default 1)",
+    )
     p.add_argument("--output", help="also write the results as a TSV file")
     live = p.add_argument_group("live video")
     live.add_argument(
@@ -198,9 +205,10 @@ def predict_command(args) -> int:
     from .tables import write_tsv
     from .video import BadVideo
 
-    if args.top < 1:
-        print("error: --top must be at least 1", file=sys.stderr)
-        return 2
+    for flag, value in (("--top", args.top), ("--views", args.views)):
+        if value < 1:
+            print(f"error: {flag} must be at least 1", file=sys.stderr)
+            return 2
     if bool(args.stream) == bool(args.videos):
         print(
             "error: give video files or folders, or --stream SOURCE (one of the two)",
@@ -224,6 +232,7 @@ def predict_command(args) -> int:
                 timeout=args.timeout,
                 ffmpeg_exe=args.ffmpeg,
                 on_step=_print_step,
+                views=args.views,
             )
         else:
             from .manifest import read_classes
@@ -237,6 +246,7 @@ def predict_command(args) -> int:
                 resize=args.resize,
                 ffmpeg_exe=args.ffmpeg,
                 on_result=_print_row,
+                views=args.views,
             )
     except (FileNotFoundError, ValueError, BadVideo) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -323,6 +333,7 @@ def check_shards_command(args) -> int:
         clips_per_shard=int(extract["clips_per_shard"]),
         frames=int(extract["frames"]),
         size=int(extract["size"]),
+        frames_per_segment=int(extract["frames_per_segment"]),
         remove_bad=args.remove_bad,
     )
     for row in table.itertuples(index=False):

@@ -97,5 +97,24 @@ def shard_count(n_clips: int, clips_per_shard: int) -> int:
     return max(1, math.ceil(n_clips / clips_per_shard))
 
 
+def shard_bytes(n_clips: int, frames: int, frames_per_segment: int, size: int) -> int:
+    """Bytes of uncompressed frames that shards of ``n_clips`` clips hold."""
+    return n_clips * frames * frames_per_segment * size * size * 3
+
+
+def check_disk(
+    n_clips: int, *, frames: int, frames_per_segment: int, size: int, max_gb: float
+) -> None:
+    """Stop, naming the keys, when the shards would need more than ``max_gb``."""
+    need = shard_bytes(n_clips, frames, frames_per_segment, size)
+    if need > max_gb * 1e9:
+        raise ValueError(
+            f"extract: {n_clips} clips x {frames} segments x {frames_per_segment} frames of "
+            f"{size} x {size} need about {need / 1e9:.1f} GB of shards (uncompressed), more "
+            f"than extract.max_disk_gb ({max_gb:g}); lower extract.frames_per_segment, "
+            "extract.frames or extract.size, or raise extract.max_disk_gb"
+        )
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:04d}"

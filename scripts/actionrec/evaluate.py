@@ -24,15 +24,34 @@ log = logging.getLogger(__name__)
 
 
 def predict_split(
-    model, data: Data, split: str, batch_size: int = 8
+    model,
+    data: Data,
+    split: str,
+    batch_size: int = 8,
+    *,
+    views: int = 1,
+    crops: int = 1,
+    features: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """The clips of one split (split.tsv order) and the model's probabilities."""
-    from .pipeline import clip_table, make_dataset
+    """The clips of one split (split.tsv order) and the model's probabilities,
+    averaged over ``views`` temporal views x ``crops`` spatial crops (see
+    :func:`.pipeline.view_offsets` and :data:`.pipeline.CROPS`). With
+    ``features``, ``model`` is a head and reads the cached features."""
+    from .pipeline import CROPS, clip_table, make_dataset, shard_layout, view_offsets
 
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, not {crops}")
     clips = clip_table(data.split, split)
-    ds = make_dataset(data, split, batch_size).map(lambda x, y: x)
-    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
-    return clips, probs
+    files = data.features if features else data.shards
+    layout = shard_layout(files[clips["shard"].iloc[0]])
+    total = np.zeros(1)
+    for offset in view_offsets(views, layout.per_segment):
+        for crop in range(3) if crops == 3 else [None]:
+            ds = make_dataset(
+                data, split, batch_size, offset=offset, crop=crop, features=features
+            ).map(lambda x, y: x)
+            total = total + np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    return clips, total / (views * crops)
 
 
 def evaluate(
@@ -46,17 +65,22 @@ def evaluate(
     names: list[str],
     top: int = 5,
     batch_size: int = 8,
+    views: int = 1,
+    crops: int = 1,
 ) -> dict:
-    """Classify the test split with the saved model and write the three tables."""
+    """Classify the test split with the saved model, each clip's scores the
+    mean over ``views`` x ``crops``, and write the three tables."""
     import keras
 
     model = keras.saving.load_model(model_path)
-    clips, probs = predict_split(model, data, "test", batch_size)
-    log.info("classified %d test clips", len(clips))
+    clips, probs = predict_split(model, data, "test", batch_size, views=views, crops=crops)
+    log.info("classified %d test clips (%d views x %d crops each)", len(clips), views, crops)
     predictions = prediction_table(clips, probs, names, top)
     true = clips["label"].to_numpy()
     pred = probs.argmax(axis=1)
     metrics = summary_metrics(predictions, true, pred, split_info)
+    # What one score is: a clip's, averaged over these views.
+    metrics.update(level="clip", views=views, crops=crops, testing=f"{views} views x {crops} crops")
     write_tsv(predictions, out_predictions)
     write_tsv(per_class_table(true, pred, names), out_per_class)
     with open(out_metrics, "w", encoding="utf-8") as f:

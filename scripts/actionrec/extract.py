@@ -2,14 +2,19 @@
 
 A shard holds up to N clips, each as T frames of S x S RGB uint8:
 
-- ``frames``   uint8 [n, T, S, S, 3], chunked one clip per chunk
+- ``frames``   uint8 [n, T * K, S, S, 3], chunked one clip per chunk: T
+  segments of the clip, K frames of each (``frames_per_segment``), in order
 - ``label``    int64 [n]
 - ``clip_id``  str [n]
 - ``path``, ``source_frames``, ``fps``, ``duration``, ``padded``: per clip
 
-and attributes naming T, S, the sampling and resize rules, the source paths,
-ffmpeg's version and the code version. A shard is written under a temporary
-name and renamed when complete, so a half-written shard is never read.
+and attributes naming T (``frames``), K (``frames_per_segment``), the frames
+stored per clip (``stored_frames``), S, the sampling and resize rules, the
+source paths, ffmpeg's version and the code version. With K = 1 a clip is its
+T segment centres; with K > 1 training draws one of each segment's K frames
+per epoch (TSN's sparse sampling) and evaluation averages views. A shard is
+written under a temporary name and renamed when complete, so a half-written
+shard is never read.
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ REPORT_COLUMNS = [
     "padded",
 ]
 SAMPLING_RULE = (
-    "uniform: frame floor((i + 0.5) * n / T) for i in 0..T-1 of the n decoded "
-    "frames; clips with n < T repeat frames (padded = true)"
+    "uniform segments: frame floor((i + (j + 0.5) / K) * n / T) for segment i in 0..T-1 "
+    "and j in 0..K-1 of the n decoded frames, stored at position i * K + j (the "
+    "centres of T * K equal parts); clips with n < T * K repeat frames (padded = true)"
 )
 COMPRESSION = {
     "none": {},
@@ -117,6 +123,7 @@ def extract_shard(
     *,
     frames: int,
     size: int,
+    frames_per_segment: int = 1,
     resize: str = "crop",
     compression: str = "none",
     on_bad_video: str = "skip",
@@ -126,9 +133,14 @@ def extract_shard(
 ) -> pd.DataFrame:
     """Decode every clip in ``rows`` (manifest rows) into one shard.
 
-    Memory holds one clip at a time. Bad clips are skipped and reported, or
-    stop the job when ``on_bad_video`` is ``fail``. Returns the shard's report.
+    ``frames`` (T) segments of each clip, ``frames_per_segment`` (K) frames
+    of each segment: T * K frames a clip. Memory holds one clip at a time.
+    Bad clips are skipped and reported, or stop the job when ``on_bad_video``
+    is ``fail``. Returns the shard's report.
     """
+    if frames_per_segment < 1:
+        raise ValueError(f"frames_per_segment must be at least 1, not {frames_per_segment}")
+    stored = frames * frames_per_segment
     if on_bad_video not in ("skip", "fail"):
         raise ValueError(f"on_bad_video must be 'skip' or 'fail', not {on_bad_video!r}")
     if compression not in COMPRESSION:
@@ -142,7 +154,7 @@ def extract_shard(
     start = time.perf_counter()
     decoded = 0
     with h5py.File(tmp, "w") as f:
-        ds = _create_datasets(f, frames, size, compression)
+        ds = _create_datasets(f, stored, size, compression)
         n = 0
         for i, row in enumerate(rows.to_dict("records"), 1):
             path = row["path"]
@@ -151,7 +163,7 @@ def extract_shard(
             try:
                 clip = decode_clip(
                     path,
-                    frames,
+                    stored,
                     size,
                     resize=resize,
                     ffmpeg_exe=exe,
@@ -193,7 +205,7 @@ def extract_shard(
             ]:
                 ds[name][n] = value
             decoded += clip.source_frames
-            reason = f"padded: {clip.source_frames} frames < T={frames}" if clip.padded else ""
+            reason = f"padded: {clip.source_frames} frames < {stored} stored" if clip.padded else ""
             report.append(
                 {
                     **entry,
@@ -219,6 +231,8 @@ def extract_shard(
         f.attrs.update(
             {
                 "frames": frames,
+                "frames_per_segment": frames_per_segment,
+                "stored_frames": stored,
                 "size": size,
                 "sampling": SAMPLING_RULE,
                 "resize": resize,

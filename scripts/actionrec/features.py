@@ -4,12 +4,13 @@ pretrained backbone, computed once per shard.
 A feature shard (results/features/<backbone>/shard-NNNN.h5) mirrors its frame
 shard clip for clip:
 
-- ``features``  float16 [n, T, F], the backbone's pooled features per frame
+- ``features``  float16 [n, T * K, F], the backbone's pooled features of every
+  stored frame (K frames per segment; see :mod:`.extract`)
 - ``label``     int64 [n]
 - ``clip_id``   str [n]
 
-with attributes naming the backbone, its weights and their SHA-256, T, S, the
-frame shard's code version and this module's. The learning-rate search, the
+with attributes naming the backbone, its weights and their SHA-256, T, K, S,
+the frame shard's code version and this module's. The learning-rate search, the
 comparison and the frozen stage of training train heads on these: no backbone
 pass per epoch. Written under a temporary name and renamed when complete.
 """
@@ -77,7 +78,8 @@ def cache_features(
     shard, out = Path(shard), Path(out)
     start = time.perf_counter()
     with h5py.File(shard, "r") as src:
-        n, frames, size = len(src["label"]), int(src.attrs["frames"]), int(src.attrs["size"])
+        n, size = len(src["label"]), int(src.attrs["size"])
+        frames = src["frames"].shape[1]  # every stored frame: T * K
         net = build_backbone(backbone, size, weights)
         dim = int(net.output.shape[-1])
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,9 @@ def cache_features(
             dst.attrs.update(
                 {
                     **provenance(backbone, weights),
-                    "frames": frames,
+                    "frames": int(src.attrs["frames"]),
+                    "frames_per_segment": int(src.attrs.get("frames_per_segment", 1)),
+                    "stored_frames": frames,
                     "size": size,
                     "feature_dim": dim,
                     "shard_code_version": src.attrs["code_version"],

@@ -20,10 +20,34 @@ def _augmentation(augment: dict) -> str:
     return ", ".join(active) or "none"
 
 
+def _sampling(extract: dict) -> str:
+    k = int(extract.get("frames_per_segment", 1))
+    if k == 1:
+        return "each segment's centre frame, the same every epoch"
+    return (
+        f"{k} frames stored of each segment, one drawn at random every epoch in training "
+        "(TSN's sparse sampling)"
+    )
+
+
+def _finetune_schedule(finetune: dict) -> str:
+    parts = []
+    warmup = float(finetune.get("warmup_epochs", 0) or 0)
+    if warmup:
+        parts.append(f"warmed up over {warmup:g} epoch(s)")
+    if finetune.get("schedule") == "cosine":
+        parts.append("cosine-decayed to 0")
+    if finetune.get("clipnorm") is not None:
+        parts.append(f"gradient norm clipped at {finetune['clipnorm']:g}")
+    if int(finetune.get("accumulate", 1)) > 1:
+        parts.append(f"{finetune['accumulate']} batches an update")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 STAGE_TEXT = {
     "full": "end to end from the start weights",
     "frozen": "the head alone on the frozen pretrained backbone (batch norm in inference mode)",
-    "finetune": "{blocks} unfrozen at learning rate {lr:.4g}, batch norm {batch_norm}",
+    "finetune": "{blocks} unfrozen at peak learning rate {lr:.4g}{how}, batch norm {batch_norm}",
 }
 
 
@@ -32,12 +56,22 @@ def _stages(history: pd.DataFrame, train: dict, lr: float) -> str:
     lines = []
     for stage, epochs in history.groupby("stage", sort=False).size().items():
         blocks = finetune.get("blocks")
+        factor = finetune.get("lr_factor")
         text = STAGE_TEXT[stage].format(
             blocks="the whole backbone" if blocks == "all" else f"the top {blocks} block(s)",
-            lr=lr * float(finetune.get("lr_factor", 1.0)),
+            lr=lr * float(factor) if factor is not None else float(finetune.get("lr", lr)),
+            how=_finetune_schedule(finetune),
             batch_norm=finetune.get("batch_norm"),
         )
-        lines.append(f"- Stage `{stage}`, {epochs} epoch(s): {text}.")
+        collapsed = (
+            "collapsed" in history
+            and history.loc[history["stage"] == stage, "collapsed"]
+            .astype(str)
+            .isin(["True", "true", "1"])
+            .any()
+        )
+        note = "; stopped early: train accuracy collapsed" if collapsed else ""
+        lines.append(f"- Stage `{stage}`, {epochs} epoch(s): {text}{note}.")
     return "\n".join(lines)
 
 
@@ -89,8 +123,9 @@ def write_model_card(
 ## Data
 - Source: {data}; {len(manifest)} clips of {manifest["class"].nunique()} classes
   in {manifest["group"].nunique()} groups.
-- Frames: {extract["frames"]} per clip, sampled uniformly over the whole clip, resized to
-  {extract["size"]} x {extract["size"]} (`{extract["resize"]}`), RGB uint8.
+- Frames: {extract["frames"]} per clip, one from each of {extract["frames"]} equal segments of
+  the whole clip, resized to {extract["size"]} x {extract["size"]} (`{extract["resize"]}`), RGB
+  uint8; {_sampling(extract)}.
 - Split: `{split["method"]}` ({fractions}, seed {split.get("seed")}); clips train
   {split["clips"]["train"]}, val {split["clips"]["val"]}, test {split["clips"]["test"]}.
   Share of test clips whose group is also in train (leakage): {metrics["leakage_share"]}.
@@ -109,12 +144,17 @@ def write_model_card(
         train["patience"]
     }, best weights kept.
 {_stages(history, train, lr)}
-- Loss `{train["loss"]}`; class weights {"on" if train["class_weights"] else "off"};
+- Loss `{train["loss"]}`, label smoothing {train.get("label_smoothing", 0.0):g}; class weights {
+        "on" if train["class_weights"] else "off"
+    };
   dropout {train["dropout"]}; augmentation: {_augmentation(train["augment"])}.
 - Trained {len(history)} epochs; kept epoch {int(best["epoch"])} ({best["stage"]}): val loss
   {best["val_loss"]:.4f}, val accuracy {best["val_accuracy"]:.4f}.
 
 ## Results on the test split ({metrics["test_clips"]} clips, `{metrics["split_method"]}` split)
+Each clip scored once as the mean over {metrics.get("testing", "1 views x 1 crops")}
+(clip level).
+
 | metric | value |
 |---|---|
 | accuracy | {metrics["accuracy"]:.4f} |

@@ -4,6 +4,13 @@ Clips are read one at a time, each a slice of the ``frames`` dataset (one
 chunk), by parallel workers; the dataset never sits in memory. The train
 stream is reshuffled every epoch and can be augmented; val and test are read
 in a fixed order, unaugmented.
+
+A shard may store K frames of each of a clip's T segments (extraction's
+``frames_per_segment``). The train stream then draws one of them per segment
+at random every epoch, TSN's sparse sampling: the model sees other frames of
+a clip every epoch, from the frames or, at no backbone cost, from the feature
+cache. Val and test read one fixed view (the same stored frame of every
+segment); evaluation averages several (:func:`view_offsets`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,11 @@ import pandas as pd
 import tensorflow as tf
 
 from .tables import read_tsv
+
+# Share of the frame's side that each of the three test crops keeps (the
+# 224-of-256 of MMAction2's ThreeCrop), resized back to S.
+CROP_SHARE = 0.875
+CROPS = (1, 3)
 
 
 @dataclass
@@ -103,10 +115,15 @@ class ShardReader:
         return f["frames"][index]  # a slice: one chunk, no fancy indexing
 
 
-def read_clip(data: Data, shard: str, index: int) -> np.ndarray:
-    """One clip's frames, uint8 [T, S, S, 3], from its shard."""
-    with h5py.File(_shard_file(data.shards, shard, "shard"), "r") as f:
-        return f["frames"][index]
+def read_clip(data: Data, shard: str, index: int, offset: int | None = None) -> np.ndarray:
+    """One clip's frames as a model sees them, uint8 [T, S, S, 3]: stored
+    frame ``offset`` of every segment (the middle one when None)."""
+    path = _shard_file(data.shards, shard, "shard")
+    layout = shard_layout(path)
+    with h5py.File(path, "r") as f:
+        stored = f["frames"][index]
+    k = layout.per_segment
+    return take_view(stored, k, k // 2 if offset is None else offset)
 
 
 def clip_table(split_tsv: str | os.PathLike, split: str) -> pd.DataFrame:
@@ -117,10 +134,61 @@ def clip_table(split_tsv: str | os.PathLike, split: str) -> pd.DataFrame:
     return part
 
 
-def shard_geometry(shard: str | os.PathLike) -> tuple[int, int]:
-    """(T, S) of the clips in a shard, from its attributes."""
+@dataclass(frozen=True)
+class Layout:
+    """How a shard stores its clips: T segments (the frames a model sees), K
+    stored frames of each, S x S pixels."""
+
+    frames: int
+    per_segment: int
+    size: int
+
+    @property
+    def stored(self) -> int:
+        return self.frames * self.per_segment
+
+
+def shard_layout(shard: str | os.PathLike) -> Layout:
+    """A shard's layout, from its attributes (K is 1 for shards without one)."""
     with h5py.File(shard, "r") as f:
-        return int(f.attrs["frames"]), int(f.attrs["size"])
+        attrs = f.attrs
+        return Layout(
+            int(attrs["frames"]), int(attrs.get("frames_per_segment", 1)), int(attrs["size"])
+        )
+
+
+def shard_geometry(shard: str | os.PathLike) -> tuple[int, int]:
+    """(T, S) of the clips in a shard: the frames a model sees, and their side."""
+    layout = shard_layout(shard)
+    return layout.frames, layout.size
+
+
+def view_offsets(views: int, per_segment: int) -> list[int]:
+    """Which of each segment's K stored frames view v of ``views`` takes:
+    spread evenly over the K, the middle one for a single view."""
+    if not 1 <= views <= per_segment:
+        raise ValueError(
+            f"{views} views need at least {views} stored frames per segment, and the shards "
+            f"store {per_segment}: set evaluate.views to at most {per_segment}, or extract "
+            f"more frames per segment (extract.frames_per_segment: {max(views, 1)})"
+        )
+    return [int((v + 0.5) * per_segment / views) for v in range(views)]
+
+
+def take_view(clip: np.ndarray, per_segment: int, offset: int) -> np.ndarray:
+    """One view of a stored clip [T * K, ...]: frame ``offset`` of every segment."""
+    return clip[offset::per_segment]
+
+
+def three_crops(clip: tf.Tensor, size: int, crop: int) -> tf.Tensor:
+    """Crop ``crop`` (0 left, 1 centre, 2 right) of side ``CROP_SHARE`` x S
+    from every frame of a uint8 clip, resized back to S x S."""
+    side = int(round(size * CROP_SHARE))
+    top = (size - side) // 2
+    left = (0, (size - side) // 2, size - side)[crop]
+    x = tf.cast(clip[:, top : top + side, left : left + side, :], tf.float32)
+    x = tf.image.resize(x, [size, size])
+    return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
 def _shard_file(files: dict[str, Path], name: str, what: str) -> Path:
@@ -212,6 +280,8 @@ def make_dataset(
     fraction: float = 1.0,
     parallel_reads: int | None = None,
     epochs: tuple[int, int] | None = None,
+    offset: int | None = None,
+    crop: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (clips, one-hot labels [B, C]): uint8 frames
     [B, T, S, S, 3] read from the shards, or with ``features`` the cached
@@ -226,21 +296,49 @@ def make_dataset(
     same whether training started at epoch 0 or resumed at e after an
     interruption. Without ``epochs``, the clips come once, in split order
     (val, test).
+
+    Shards that store K > 1 frames per segment: a shuffled stream with
+    ``epochs`` draws one stored frame per segment at random, from (seed, e,
+    position); any other stream takes stored frame ``offset`` of every
+    segment (the middle one when None). ``crop`` (0, 1, 2) takes one of
+    three crops of every frame (frames only).
     """
     table = select_fraction(clip_table(data.split, split), fraction, seed)
     labels = tf.constant(table["label"].to_numpy(np.int64))
     n = len(table)
     workers = parallel_reads or tf.data.AUTOTUNE
+    shards = sorted(table["shard"].unique())
+    files = data.features if features else data.shards
+    paths = [_shard_file(files, s, "feature shard" if features else "shard") for s in shards]
+    # A feature shard records the layout of the frame shard it was made from.
+    layout = shard_layout(paths[0])
+    frames, size, k = layout.frames, layout.size, layout.per_segment
+    drawing = shuffle and epochs is not None and k > 1
+    fixed = k // 2 if offset is None else int(offset)
+    if not 0 <= fixed < k:
+        raise ValueError(f"offset {fixed} is not one of the {k} stored frames per segment")
+
+    def segment_frames(stored, position, epoch):
+        """T of the clip's T * K stored frames (or features): one per segment."""
+        if k == 1:
+            return stored
+        if drawing:
+            key = tf.stack([seed * 1_000_003 + epoch, -1 - position])
+            offsets = tf.random.stateless_uniform([frames], key, 0, k, dtype=tf.int32)
+        else:
+            offsets = tf.fill([frames], fixed)
+        return tf.gather(stored, tf.range(frames) * k + offsets)
+
     if features:
+        if crop is not None:
+            raise ValueError("crops are taken from frames; cached features have none")
         cached = tf.constant(load_features(data, table))
 
         def clip_at(position, epoch):
-            return tf.cast(tf.gather(cached, position), tf.float32)
+            feats = segment_frames(tf.gather(cached, position), position, epoch)
+            return tf.cast(feats, tf.float32)
 
     else:
-        shards = sorted(table["shard"].unique())
-        paths = [_shard_file(data.shards, s, "shard") for s in shards]
-        frames, size = shard_geometry(paths[0])
         reader = ShardReader(paths)
         shard_ids = tf.constant(table["shard"].map({s: i for i, s in enumerate(shards)}), tf.int64)
         indices = tf.constant(table["index"].to_numpy(np.int64))
@@ -253,7 +351,10 @@ def make_dataset(
             clip = tf.numpy_function(
                 read, [shard_ids[position], indices[position]], tf.uint8, stateful=False
             )
-            clip = tf.ensure_shape(clip, [frames, size, size, 3])
+            clip = tf.ensure_shape(clip, [layout.stored, size, size, 3])
+            clip = segment_frames(clip, position, epoch)
+            if crop is not None:
+                clip = three_crops(clip, size, crop)
             if augmenting:
                 key = tf.stack([seed * 1_000_003 + epoch, position])
                 clip = augment_clip(clip, augment, size, key)

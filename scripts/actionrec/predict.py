@@ -1,8 +1,10 @@
 """Classify new videos with a saved model.
 
 A video is cut into consecutive windows of ``window_seconds``; each window is
-sampled to the model's T frames the way extraction samples a clip, and the
-window scores are averaged, weighted by the frames each window covers. A
+sampled to the model's T frames the way extraction samples a clip (to T x V
+frames for V temporal views, averaged, as extraction stores K frames per
+segment), and the window scores are averaged, weighted by the frames each
+window covers. A
 video no longer than one window is classified exactly like an extracted
 clip. Only one window is decoded into memory at a time.
 """
@@ -77,20 +79,22 @@ def classify_video(
     resize: str = "crop",
     ffmpeg_exe: str | None = None,
     batch_size: int = 4,
+    views: int = 1,
 ) -> tuple[np.ndarray, int, int]:
-    """Class probabilities of one video: (probabilities, windows, frames)."""
+    """Class probabilities of one video: (probabilities, windows, frames),
+    each window's the mean over ``views`` temporal views."""
     frames, size = model_geometry(model)
     scores, weights, batch, batch_w = [], [], [], []
 
     def flush():
         if batch:
-            scores.append(np.asarray(model.predict_on_batch(np.stack(batch)), np.float64))
+            scores.append(view_scores(model, np.stack(batch), views))
             weights.extend(batch_w)
             batch.clear()
             batch_w.clear()
 
     for clip, covered in windows(
-        path, frames, size, window_seconds, resize=resize, ffmpeg_exe=ffmpeg_exe
+        path, frames * views, size, window_seconds, resize=resize, ffmpeg_exe=ffmpeg_exe
     ):
         batch.append(clip)
         batch_w.append(covered)
@@ -100,6 +104,16 @@ def classify_video(
     w = np.asarray(weights, np.float64)
     probs = (np.concatenate(scores) * w[:, None]).sum(axis=0) / w.sum()
     return probs, len(w), int(w.sum())
+
+
+def view_scores(model, clips: np.ndarray, views: int) -> np.ndarray:
+    """Probabilities of clips sampled to T x ``views`` frames [n, T * V, ...]:
+    the mean over views, view v taking frames v, v + V, v + 2V, ... (the
+    frame of every segment that extraction stores at that place)."""
+    n = len(clips)
+    stacked = np.concatenate([clips[:, v::views] for v in range(views)])
+    probs = np.asarray(model.predict_on_batch(stacked), np.float64)
+    return probs.reshape(views, n, -1).mean(axis=0)
 
 
 def load_model(model_path: str | os.PathLike):
@@ -124,12 +138,15 @@ def predict_videos(
     resize: str = "crop",
     ffmpeg_exe: str | None = None,
     on_result=None,
+    views: int = 1,
 ) -> pd.DataFrame:
     """Classify every video; one that fails gets status ``failed`` and the
     reason, and the others are still classified. ``on_result`` is called
     with each row as it is ready."""
     if window_seconds <= 0:
         raise ValueError(f"window_seconds must be positive, not {window_seconds}")
+    if views < 1:
+        raise ValueError(f"views must be at least 1, not {views}")
     model = load_model(model_path)
     num_classes = int(model.output_shape[-1])
     names = classes or default_classes(model_path, num_classes)
@@ -142,7 +159,12 @@ def predict_videos(
         row["video"] = str(video)
         try:
             probs, n_windows, n_frames = classify_video(
-                model, video, window_seconds=window_seconds, resize=resize, ffmpeg_exe=exe
+                model,
+                video,
+                window_seconds=window_seconds,
+                resize=resize,
+                ffmpeg_exe=exe,
+                views=views,
             )
         except BadVideo as err:
             row.update(status="failed", error=str(err))

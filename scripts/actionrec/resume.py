@@ -38,6 +38,7 @@ HISTORY_COLUMNS = [
     "test_accuracy",
     "learning_rate",
     "seconds",
+    "collapsed",
 ]
 
 
@@ -124,6 +125,30 @@ class TestEvaluation(keras.callbacks.Callback):
         logs["test_accuracy"] = result["accuracy"]
 
 
+class CollapseGuard(keras.callbacks.Callback):
+    """Stops a stage whose train accuracy falls below ``floor`` (the stage
+    before it reached well above): the pretrained features are being
+    destroyed, and more epochs of it only cost time. Marks every epoch's logs
+    with ``collapsed`` (1 for the epoch that stopped it)."""
+
+    def __init__(self, floor: float | None):
+        super().__init__()
+        self.floor = floor
+
+    def on_epoch_end(self, epoch, logs=None):
+        fell = self.floor is not None and float(logs.get("accuracy", np.inf)) < self.floor
+        logs["collapsed"] = float(fell)
+        if fell:
+            log.warning(
+                "epoch %d: train accuracy %.3f fell below %.3f: the stage collapsed and stops; "
+                "the best weights so far stay",
+                epoch + 1,
+                logs["accuracy"],
+                self.floor,
+            )
+            self.model.stop_training = True
+
+
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
     """Keras's EarlyStopping, first fed the logs of the epochs an interrupted
     run finished, so that its patience and best value continue from there.
@@ -177,6 +202,7 @@ def fit_resumable(
     baseline: float | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     class_weight: dict | None = None,
+    collapse_floor: float | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Fit ``model`` (compiled) for up to ``epochs`` epochs with early
     stopping on ``monitor``, resuming from ``stage_dir`` when an earlier run
@@ -187,7 +213,8 @@ def fit_resumable(
     (the previous stage's best value) an epoch must beat it to count, and if
     none does the model's weights are left as they came in. Returns the
     stage's history (0-based ``epoch``) and its summary (best epoch and
-    value, or ``None`` when the baseline stood)."""
+    value, or ``None`` when the baseline stood). With ``collapse_floor``, an
+    epoch whose train accuracy falls below it ends the stage (CollapseGuard)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     history_csv, best_path = stage_dir / "history.csv", stage_dir / "best.weights.h5"
     finished = stage_dir / "finished.json"
@@ -198,7 +225,13 @@ def fit_resumable(
         stopper = ResumedEarlyStopping(past, monitor=monitor, patience=patience, baseline=baseline)
         if done:
             log.info("resuming after epoch %d of an interrupted run", done)
-        if done < epochs and not stopper.would_stop(model) and not _diverged(past):
+        collapsed = any(float(r.get("collapsed", 0) or 0) > 0 for r in past)
+        if (
+            done < epochs
+            and not stopper.would_stop(model)
+            and not _diverged(past)
+            and not collapsed
+        ):
             checkpoint = keras.callbacks.ModelCheckpoint(
                 best_path,
                 monitor=monitor,
@@ -219,6 +252,7 @@ def fit_resumable(
                     *callbacks,
                     EpochSeeds(seed),
                     EpochInfo(),
+                    CollapseGuard(collapse_floor),
                     stopper,
                     checkpoint,
                     keras.callbacks.TerminateOnNaN(),
@@ -246,6 +280,8 @@ def fit_resumable(
         summary.update(best_epoch=None, best=baseline)
     finished.write_text(json.dumps(summary))
     history = history.reindex(columns=HISTORY_COLUMNS)
+    history["collapsed"] = history["collapsed"].fillna(0).astype(float) > 0
+    summary["collapsed"] = bool(history["collapsed"].any())
     return history, summary
 
 

@@ -27,7 +27,11 @@ COLUMNS = ["shard", "status", "clips", "problem"]
 
 
 def check_shard(
-    path: str | os.PathLike, expected: pd.DataFrame, frames: int, size: int
+    path: str | os.PathLike,
+    expected: pd.DataFrame,
+    frames: int,
+    size: int,
+    frames_per_segment: int = 1,
 ) -> tuple[int, list[str]]:
     """(clips in the shard, problems). ``expected``: the manifest rows of this
     shard's slice that its report lists as extracted ok."""
@@ -41,13 +45,19 @@ def check_shard(
             n = data.shape[0]
             if data.dtype != np.uint8:
                 problems.append(f"frames dtype {data.dtype}, expected uint8")
-            if data.shape[1:] != (frames, size, size, 3):
+            stored = frames * frames_per_segment
+            if data.shape[1:] != (stored, size, size, 3):
                 problems.append(
-                    f"frames shape {data.shape[1:]}, expected {(frames, size, size, 3)} "
-                    "(extract.frames, extract.size)"
+                    f"frames shape {data.shape[1:]}, expected {(stored, size, size, 3)} "
+                    "(extract.frames x extract.frames_per_segment, extract.size)"
                 )
-            for key, want in (("frames", frames), ("size", size)):
-                if int(f.attrs.get(key, -1)) != want:
+            for key, want in (
+                ("frames", frames),
+                ("frames_per_segment", frames_per_segment),
+                ("size", size),
+            ):
+                default = 1 if key == "frames_per_segment" else -1
+                if int(f.attrs.get(key, default)) != want:
                     problems.append(f"attribute {key}={f.attrs.get(key)}, expected {want}")
             ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["clip_id"][:]]
             labels = f["label"][:]
@@ -72,6 +82,7 @@ def check_shards(
     clips_per_shard: int,
     frames: int,
     size: int,
+    frames_per_segment: int = 1,
     remove_bad: bool = False,
 ) -> pd.DataFrame:
     """Check every shard the manifest calls for; one row per shard."""
@@ -89,7 +100,7 @@ def check_shards(
                 {"shard": str(path), "status": "missing", "clips": 0, "problem": "no such file"}
             )
             continue
-        n, problems = check_shard(path, expected, frames, size)
+        n, problems = check_shard(path, expected, frames, size, frames_per_segment)
         status = "ok" if not problems else "corrupt"
         rows.append(
             {"shard": str(path), "status": status, "clips": n, "problem": "; ".join(problems)}

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .predict import view_scores
 from .scores import format_top
 from .video import (
     BadVideo,
@@ -68,11 +69,13 @@ def classify_stream(
     timeout: float = 10.0,
     ffmpeg_exe: str | None = None,
     on_step: Callable[[dict], None] | None = None,
+    views: int = 1,
 ) -> pd.DataFrame:
     """Classify ``source`` step by step until it ends or Ctrl-C; returns
     the steps (with ``attrs["error"]`` when the stream dropped). Raises
     BadVideo when the source cannot be opened or fails before it delivers a
-    frame, naming the source and ffmpeg's reason."""
+    frame, naming the source and ffmpeg's reason. Each step's scores are
+    the mean over ``views`` temporal views of the window."""
     frames, size = int(model.input_shape[1]), int(model.input_shape[2])
     if source != "-" and "://" not in source and not Path(source).exists():
         raise BadVideo(f"{source}: no such file or device")
@@ -98,8 +101,9 @@ def classify_stream(
             # A step every `step` frames, once the window holds T frames.
             if n < frames or n % step:
                 continue
-            clip = np.stack([window[i] for i in sample_indices(len(window), frames)])
-            probs = np.asarray(model.predict_on_batch(clip[None]), np.float64)[0]
+            picked = sample_indices(len(window), frames * views)
+            clip = np.stack([window[i] for i in picked])
+            probs = view_scores(model, clip[None], views)[0]
             best = int(probs.argmax())
             rows.append(
                 {

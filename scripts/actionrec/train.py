@@ -9,8 +9,11 @@ a model file) trains in up to two:
   features when the rule provides them (no backbone pass per epoch), else on
   the frames through the frozen backbone;
 - ``finetune`` (when ``finetune.blocks`` is not 0): the backbone's top blocks
-  unfrozen at ``lr * finetune.lr_factor``, on frames, with augmentation; an
-  epoch must beat the frozen stage's best to replace its weights.
+  unfrozen at their own rate ``finetune.lr`` (absolute; or ``train.lr *
+  finetune.lr_factor`` when that is set), warmed up and decayed, gradients
+  clipped and accumulated over ``finetune.accumulate`` batches, on frames,
+  with augmentation; an epoch must beat the frozen stage's best to replace
+  its weights, and a stage whose train accuracy collapses stops.
 
 Batch norm of a pretrained backbone stays in inference mode throughout
 (unless ``finetune.batch_norm: train``): a batch holds a few clips of
@@ -75,6 +78,7 @@ class TrainConfig:
     class_weights: bool
     loss: str
     focal_gamma: float
+    label_smoothing: float
     augment: dict
     finetune: dict
     train_fraction: float
@@ -117,9 +121,44 @@ def plan_stages(cfg: TrainConfig, data: Data) -> list[Stage]:
     stages = [Stage("frozen", cached, cfg.lr, cfg.max_epochs, 0)]
     blocks = cfg.finetune["blocks"]
     if blocks != 0:
-        lr = cfg.lr * float(cfg.finetune["lr_factor"])
-        stages.append(Stage("finetune", False, lr, int(cfg.finetune["max_epochs"]), blocks))
+        stages.append(
+            Stage("finetune", False, finetune_lr(cfg), int(cfg.finetune["max_epochs"]), blocks)
+        )
     return stages
+
+
+def finetune_lr(cfg: TrainConfig) -> float:
+    """The backbone's peak rate while fine-tuning: ``finetune.lr``, or a
+    share of the head's rate when ``finetune.lr_factor`` is set."""
+    factor = cfg.finetune.get("lr_factor")
+    return cfg.lr * float(factor) if factor is not None else float(cfg.finetune["lr"])
+
+
+def make_optimizer(stage: Stage, cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
+    """Adam at the stage's rate. Fine-tuning warms up linearly over
+    ``finetune.warmup_epochs``, then follows ``finetune.schedule`` (cosine
+    decay to 0 over the stage's epochs, or constant), clips the global
+    gradient norm at ``finetune.clipnorm`` and accumulates the gradients of
+    ``finetune.accumulate`` batches per update (an effective batch larger
+    than memory holds). Keras's schedules count batches, accumulated or not."""
+    if stage.name != "finetune":
+        return keras.optimizers.Adam(stage.lr)
+    ft = cfg.finetune
+    accumulate = int(ft["accumulate"])
+    warmup = int(round(float(ft["warmup_epochs"]) * steps))
+    total = max(1, steps * stage.epochs - warmup)
+    rate = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else stage.lr,
+        decay_steps=total,
+        alpha=1.0 if ft["schedule"] == "constant" else 0.0,
+        warmup_target=stage.lr if warmup else None,
+        warmup_steps=warmup,
+    )
+    return keras.optimizers.Adam(
+        rate,
+        global_clipnorm=ft["clipnorm"],
+        gradient_accumulation_steps=accumulate if accumulate > 1 else None,
+    )
 
 
 def _on(setting: str | bool, gpu: bool) -> bool:
@@ -153,10 +192,13 @@ def configure_devices(
 
 
 def make_loss(cfg: TrainConfig) -> keras.losses.Loss:
+    smoothing = float(cfg.label_smoothing)
     if cfg.loss == "crossentropy":
-        return keras.losses.CategoricalCrossentropy()
+        return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
     if cfg.loss == "focal":
-        return keras.losses.CategoricalFocalCrossentropy(gamma=cfg.focal_gamma)
+        return keras.losses.CategoricalFocalCrossentropy(
+            gamma=cfg.focal_gamma, label_smoothing=smoothing
+        )
     raise ValueError(f"train.loss must be crossentropy or focal, not {cfg.loss!r}")
 
 
@@ -233,7 +275,8 @@ def train(
     if cfg.class_weights:
         labels = clip_table(data.split, "train")["label"].to_numpy()
         class_weight = balanced_class_weights(labels, data.num_classes)
-    histories, baseline, kept = [], None, None
+    histories, baseline, kept, floor = [], None, None, None
+    steps = steps_per_epoch(data.split, "train", global_batch, cfg.train_fraction, cfg.seed)
     for stage in stages:
         target = head_of(model) if stage.features and not head_only else model
         if stage.name == "frozen" and not head_only:
@@ -245,7 +288,7 @@ def train(
             log.info("fine-tuning %s backbone block(s): %d weights", stage.blocks, trained)
         with strategy.scope():
             target.compile(
-                optimizer=keras.optimizers.Adam(stage.lr),
+                optimizer=make_optimizer(stage, cfg, steps),
                 loss=make_loss(cfg),
                 metrics=["accuracy"],
                 jit_compile=xla,
@@ -259,9 +302,21 @@ def train(
             work_dir=work_dir,
             baseline=baseline,
             class_weight=class_weight,
+            collapse_floor=floor if stage.name == "finetune" else None,
         )
         history.insert(1, "stage", stage.name)
         histories.append(history)
+        if stage.name == "frozen" and summary["best_epoch"] is not None:
+            # Fine-tuning that falls this far below the frozen head's train
+            # accuracy is destroying the pretrained features.
+            reached = float(history["accuracy"].iloc[summary["best_epoch"]])
+            floor = reached - float(cfg.finetune["collapse"])
+        if summary["collapsed"]:
+            log.warning(
+                "stage %s collapsed (train accuracy below %.3f) and stopped early",
+                stage.name,
+                floor,
+            )
         if summary["best_epoch"] is not None:
             kept = (len(histories) - 1, summary["best_epoch"])
             baseline = summary["best"]
@@ -313,6 +368,7 @@ def _fit_stage(
     work_dir: Path,
     baseline: float | None,
     class_weight: dict | None,
+    collapse_floor: float | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     common = {"features": stage.features, "seed": cfg.seed}
     # The frozen stage on cached features sees unaugmented frames' features.
@@ -341,6 +397,7 @@ def _fit_stage(
         work_dir / stage.name,
         steps=steps_per_epoch(data.split, "train", batch, cfg.train_fraction, cfg.seed),
         epochs=stage.epochs,
+        collapse_floor=collapse_floor,
         patience=cfg.patience,
         monitor=cfg.monitor,
         seed=cfg.seed,
@@ -359,6 +416,7 @@ def _join(histories: list[pd.DataFrame], kept: tuple[int, int]) -> pd.DataFrame:
         parts.append(part)
     history = pd.concat(parts, ignore_index=True)
     history["epoch"] = np.arange(1, len(history) + 1)
+    history["collapsed"] = history["collapsed"].fillna(False).astype(bool)
     return history[["epoch", "stage", *HISTORY_COLUMNS[1:], "kept"]]
 
 
