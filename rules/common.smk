@@ -213,6 +213,12 @@ def compared_pretrain_history(wildcards):
     return [str(Path(backbone_weights(backbone)).with_name("history.tsv"))]
 
 
+def predict_per_segment():
+    """K of a new video's sampling: the shards' K, so that a window gets the views
+    a test clip gets, unless predict.views asks for more."""
+    return max(config["predict"]["views"], config["extract"]["frames_per_segment"])
+
+
 def predict_folder(wildcards):
     """The folder of new videos that results/predict/<name>.tsv classifies."""
     folder = Path(config["predict"]["root"]) / wildcards.name

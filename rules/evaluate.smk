@@ -139,6 +139,7 @@ rule predict:
         top=config["predict"]["top"],
         window_seconds=config["predict"]["window_seconds"],
         views=config["predict"]["views"],
+        per_segment=predict_per_segment(),
         resize=config["extract"]["resize"],
         ffmpeg=config["extract"]["ffmpeg"],
         extensions=config["data"]["extensions"],

@@ -25,6 +25,7 @@ with logged(sm.log[0]):
         top=sm.params.top,
         window_seconds=sm.params.window_seconds,
         views=sm.params.views,
+        per_segment=sm.params.per_segment,
         resize=sm.params.resize,
         ffmpeg_exe=sm.params.ffmpeg,
         on_result=report,

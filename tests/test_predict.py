@@ -29,6 +29,7 @@ def test_evaluation_outputs(tiny_run):
     metrics = json.loads((final / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(predictions["correct"].mean(), abs=1e-4)
     assert metrics["split_method"] == "group" and metrics["test_clips"] == len(predictions)
+    assert (metrics["level"], metrics["testing"]) == ("clip", "2 views x 1 crops")
     assert len(read_tsv(final / "per_class.tsv")) == 3
     for name in ("per_class_f1", "learning_curves", "confusion_matrix", "confused_pairs"):
         assert (final / f"figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -54,6 +55,12 @@ def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path):
     assert table["predicted"].tolist() == predictions["predicted"].tolist()
     np.testing.assert_allclose(table["probability"], predictions["probability"], atol=1e-4)
     assert out.stdout.count("  1. ") == len(videos)
+
+
+def test_more_views_than_frames_a_segment_is_refused(tmp_path):
+    out = predict_cli(tmp_path, "clip.avi", "--views", "3", "--frames-per-segment", "2")
+    assert out.returncode == 2
+    assert "--views (3) exceeds --frames-per-segment (2)" in out.stderr
 
 
 def test_predict_on_a_real_clip_prints_k_classes(tiny_run, sample):

@@ -134,6 +134,12 @@ def test_a_multi_view_prediction_is_the_mean_of_its_single_views(numbered):
         model.predict(window[:, 0::2], verbose=0) + model.predict(window[:, 1::2], verbose=0)
     ) / 2
     np.testing.assert_allclose(view_scores(model, window, 2), expected, rtol=1e-5)
+    # Sampled to T x 4, two views take what evaluation takes of a K = 4 clip: frames 1 and 3.
+    wide = np.random.default_rng(2).integers(0, 255, (2, T * 4, S, S, 3), dtype=np.uint8)
+    expected = (
+        model.predict(wide[:, 1::4], verbose=0) + model.predict(wide[:, 3::4], verbose=0)
+    ) / 2
+    np.testing.assert_allclose(view_scores(model, wide, 2, per_segment=4), expected, rtol=1e-5)
 
 
 def test_three_crops_differ_and_average(numbered, tmp_path):
@@ -188,11 +194,16 @@ def test_a_collapsing_stage_stops_and_says_so(numbered, tmp_path):
 
     val = make_dataset(numbered, "val", 2, features=True)
     options = {"steps": 3, "epochs": 5, "patience": 5, "monitor": "val_loss", "seed": 0}
-    # No train accuracy reaches 1.01: the first epoch counts as a collapse.
+    # No train accuracy reaches 1.01: the first epoch counts as a collapse, and its weights,
+    # though its val loss is the best so far, are not kept.
+    before = [w.copy() for w in head.get_weights()]
     history, summary = fit_resumable(
         head, stream, val, tmp_path / "stage", collapse_floor=1.01, **options
     )
     assert len(history) == 1 and history["collapsed"].tolist() == [True] and summary["collapsed"]
+    assert summary["best_epoch"] is None
+    for kept, start in zip(head.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(kept, start)
     # Run again (as after a kill): the stage stays ended.
     (tmp_path / "stage/finished.json").unlink()
     again, _ = fit_resumable(head, stream, val, tmp_path / "stage", collapse_floor=1.01, **options)

@@ -68,8 +68,16 @@ def _parser() -> argparse.ArgumentParser:
         "--views",
         type=int,
         default=defaults("predict")["views"],
-        help="temporal views averaged per window: each window is sampled to T x VIEWS "
-        "frames, view v takes every VIEWS-th from the v-th on (default 1)",
+        help="temporal views averaged per window (default 1): each window is sampled to "
+        "T x K frames, the layout of a shard with K frames a segment, and the views that "
+        "evaluation takes of such a clip are averaged",
+    )
+    p.add_argument(
+        "--frames-per-segment",
+        type=int,
+        metavar="K",
+        help="K of the sampling above (default: VIEWS); the run's extract.frames_per_segment "
+        "gives a window exactly the views its test clips got",
     )
     p.add_argument("--output", help="also write the results as a TSV file")
     live = p.add_argument_group("live video")
@@ -205,10 +213,19 @@ def predict_command(args) -> int:
     from .tables import write_tsv
     from .video import BadVideo
 
-    for flag, value in (("--top", args.top), ("--views", args.views)):
+    per_segment = args.frames_per_segment or args.views
+    checks = (("--top", args.top), ("--views", args.views), ("--frames-per-segment", per_segment))
+    for flag, value in checks:
         if value < 1:
             print(f"error: {flag} must be at least 1", file=sys.stderr)
             return 2
+    if args.views > per_segment:
+        print(
+            f"error: --views ({args.views}) exceeds --frames-per-segment ({per_segment}): a view "
+            "takes one of each segment's frames",
+            file=sys.stderr,
+        )
+        return 2
     if bool(args.stream) == bool(args.videos):
         print(
             "error: give video files or folders, or --stream SOURCE (one of the two)",
@@ -233,6 +250,7 @@ def predict_command(args) -> int:
                 ffmpeg_exe=args.ffmpeg,
                 on_step=_print_step,
                 views=args.views,
+                per_segment=per_segment,
             )
         else:
             from .manifest import read_classes
@@ -247,6 +265,7 @@ def predict_command(args) -> int:
                 ffmpeg_exe=args.ffmpeg,
                 on_result=_print_row,
                 views=args.views,
+                per_segment=per_segment,
             )
     except (FileNotFoundError, ValueError, BadVideo) as err:
         print(f"error: {err}", file=sys.stderr)

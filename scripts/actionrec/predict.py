@@ -1,10 +1,11 @@
 """Classify new videos with a saved model.
 
 A video is cut into consecutive windows of ``window_seconds``; each window is
-sampled to the model's T frames the way extraction samples a clip (to T x V
-frames for V temporal views, averaged, as extraction stores K frames per
-segment), and the window scores are averaged, weighted by the frames each
-window covers. A
+sampled to the model's T frames the way extraction samples a clip, and the
+window scores are averaged, weighted by the frames each window covers. For V
+temporal views a window is sampled to T x K frames, as extraction stores K
+frames a segment (K = V unless given), and the V views that evaluation takes
+of a stored clip are averaged. A
 video no longer than one window is classified exactly like an extracted
 clip. Only one window is decoded into memory at a time.
 """
@@ -80,21 +81,24 @@ def classify_video(
     ffmpeg_exe: str | None = None,
     batch_size: int = 4,
     views: int = 1,
+    per_segment: int | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Class probabilities of one video: (probabilities, windows, frames),
-    each window's the mean over ``views`` temporal views."""
+    each window's the mean over ``views`` temporal views of its T x
+    ``per_segment`` sampled frames."""
     frames, size = model_geometry(model)
+    per_segment = per_segment or views
     scores, weights, batch, batch_w = [], [], [], []
 
     def flush():
         if batch:
-            scores.append(view_scores(model, np.stack(batch), views))
+            scores.append(view_scores(model, np.stack(batch), views, per_segment))
             weights.extend(batch_w)
             batch.clear()
             batch_w.clear()
 
     for clip, covered in windows(
-        path, frames * views, size, window_seconds, resize=resize, ffmpeg_exe=ffmpeg_exe
+        path, frames * per_segment, size, window_seconds, resize=resize, ffmpeg_exe=ffmpeg_exe
     ):
         batch.append(clip)
         batch_w.append(covered)
@@ -106,12 +110,16 @@ def classify_video(
     return probs, len(w), int(w.sum())
 
 
-def view_scores(model, clips: np.ndarray, views: int) -> np.ndarray:
-    """Probabilities of clips sampled to T x ``views`` frames [n, T * V, ...]:
-    the mean over views, view v taking frames v, v + V, v + 2V, ... (the
-    frame of every segment that extraction stores at that place)."""
-    n = len(clips)
-    stacked = np.concatenate([clips[:, v::views] for v in range(views)])
+def view_scores(model, clips: np.ndarray, views: int, per_segment: int | None = None) -> np.ndarray:
+    """Probabilities of clips sampled to T x K frames [n, T * K, ...] (K =
+    ``per_segment``, else ``views``), the layout of a shard with K frames a
+    segment: the mean over the ``views`` views that evaluation takes of such a
+    clip (:func:`.pipeline.view_offsets`; with K = V, view v is frames v,
+    v + V, v + 2V, ...)."""
+    from .pipeline import view_offsets
+
+    n, k = len(clips), per_segment or views
+    stacked = np.concatenate([clips[:, o::k] for o in view_offsets(views, k)])
     probs = np.asarray(model.predict_on_batch(stacked), np.float64)
     return probs.reshape(views, n, -1).mean(axis=0)
 
@@ -139,6 +147,7 @@ def predict_videos(
     ffmpeg_exe: str | None = None,
     on_result=None,
     views: int = 1,
+    per_segment: int | None = None,
 ) -> pd.DataFrame:
     """Classify every video; one that fails gets status ``failed`` and the
     reason, and the others are still classified. ``on_result`` is called
@@ -165,6 +174,7 @@ def predict_videos(
                 resize=resize,
                 ffmpeg_exe=exe,
                 views=views,
+                per_segment=per_segment,
             )
         except BadVideo as err:
             row.update(status="failed", error=str(err))

@@ -149,6 +149,15 @@ class CollapseGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class GuardedCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that never keeps the weights of an epoch CollapseGuard
+    marked as collapsed, whatever its monitored value."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not (logs or {}).get("collapsed"):
+            super().on_epoch_end(epoch, logs)
+
+
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
     """Keras's EarlyStopping, first fed the logs of the epochs an interrupted
     run finished, so that its patience and best value continue from there.
@@ -232,7 +241,7 @@ def fit_resumable(
             and not _diverged(past)
             and not collapsed
         ):
-            checkpoint = keras.callbacks.ModelCheckpoint(
+            checkpoint = GuardedCheckpoint(
                 best_path,
                 monitor=monitor,
                 mode=mode_of(monitor),
@@ -278,10 +287,10 @@ def fit_resumable(
     else:  # no epoch beat the baseline: the incoming weights stay
         model.set_weights(start_weights)
         summary.update(best_epoch=None, best=baseline)
-    finished.write_text(json.dumps(summary))
     history = history.reindex(columns=HISTORY_COLUMNS)
     history["collapsed"] = history["collapsed"].fillna(0).astype(float) > 0
     summary["collapsed"] = bool(history["collapsed"].any())
+    finished.write_text(json.dumps(summary))
     return history, summary
 
 

@@ -70,12 +70,14 @@ def classify_stream(
     ffmpeg_exe: str | None = None,
     on_step: Callable[[dict], None] | None = None,
     views: int = 1,
+    per_segment: int | None = None,
 ) -> pd.DataFrame:
     """Classify ``source`` step by step until it ends or Ctrl-C; returns
     the steps (with ``attrs["error"]`` when the stream dropped). Raises
     BadVideo when the source cannot be opened or fails before it delivers a
     frame, naming the source and ffmpeg's reason. Each step's scores are
-    the mean over ``views`` temporal views of the window."""
+    the mean over ``views`` temporal views of the window, sampled to T x
+    ``per_segment`` frames (as predict_videos)."""
     frames, size = int(model.input_shape[1]), int(model.input_shape[2])
     if source != "-" and "://" not in source and not Path(source).exists():
         raise BadVideo(f"{source}: no such file or device")
@@ -101,9 +103,9 @@ def classify_stream(
             # A step every `step` frames, once the window holds T frames.
             if n < frames or n % step:
                 continue
-            picked = sample_indices(len(window), frames * views)
+            picked = sample_indices(len(window), frames * (per_segment or views))
             clip = np.stack([window[i] for i in picked])
-            probs = view_scores(model, clip[None], views)[0]
+            probs = view_scores(model, clip[None], views, per_segment)[0]
             best = int(probs.argmax())
             rows.append(
                 {

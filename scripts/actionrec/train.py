@@ -434,8 +434,8 @@ def run_trial(
     and the val accuracy of that epoch. A diverged trial scores NaN.
 
     With a pretrained backbone a trial is the frozen stage (the head, on
-    cached features when ``data`` has them); fine-tuning later runs at
-    ``lr * finetune.lr_factor``. From scratch a trial trains end to end."""
+    cached features when ``data`` has them); fine-tuning later runs at its own
+    rate (``finetune.lr``). From scratch a trial trains end to end."""
     cfg = TrainConfig.from_config(
         train_section,
         lr=float(lr),
