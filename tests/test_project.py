@@ -160,3 +160,33 @@ def test_the_schema_names_what_the_catalog_names():
     described = schema["train"]["properties"]["backbone"]["description"]
     assert all(name in described for name in catalog.BACKBONES)
     assert schema["train"]["properties"]["backbone"]["default"] in catalog.BACKBONES
+
+
+def merged(*names: str) -> dict:
+    """Config files read one over the other, as snakemake --configfile A B does."""
+
+    def over(base: dict, top: dict) -> dict:
+        out = dict(base)
+        for key, value in top.items():
+            both = isinstance(value, dict) and isinstance(base.get(key), dict)
+            out[key] = over(base[key], value) if both else value
+        return out
+
+    config: dict = {}
+    for name in names:
+        config = over(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    return config
+
+
+def test_the_shipped_configs_pass_the_schema():
+    from snakemake.utils import validate
+
+    for names in (["config.yaml"], ["ucf101.yaml"], ["ucf101.yaml", "original.yaml"]):
+        config = merged(*names)
+        validate(config, str(REPO / "config/schema.yaml"))
+        assert config["evaluate"]["views"] <= config["extract"]["frames_per_segment"], names
+    recipe, original = merged("ucf101.yaml"), merged("ucf101.yaml", "original.yaml")
+    # The original's settings are one config away: no sampling, views, crops or new fine-tuning.
+    assert recipe["extract"]["frames_per_segment"] > 1 and recipe["evaluate"]["crops"] == 3
+    assert original["extract"]["frames_per_segment"] == 1 and original["evaluate"]["views"] == 1
+    assert original["train"]["finetune"]["lr_factor"] == 0.1

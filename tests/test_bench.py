@@ -1,0 +1,31 @@
+"""Seconds-long runs of the benchmarks on tiny data, so that they cannot rot;
+their numbers belong to bench/, not here."""
+
+import subprocess
+import sys
+
+from conftest import REPO, make_backbone_file
+
+
+def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
+    videos = tiny_data["split"].parent / "videos"
+    backbone = make_backbone_file(tmp_path / "small.keras")
+    out = subprocess.run(
+        [
+            *("timeout", "-k", "10", "300", sys.executable, str(REPO / "bench/recipe.py")),
+            *("--clips", str(videos), "--backbone", str(backbone), "--size", "32"),
+            *("--frames", "4", "--per-segment", "2", "--seeds", "1", "--finetune-epochs", "1"),
+            *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
+            *("--train", "finetune.accumulate=2"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    for column in ("logistic regression", "frozen + temporal sampling", "K views x 3 crops"):
+        assert column in table
+    assert "Fine-tuning, every epoch" in table and "'accumulate': 2" in out.stdout
+    mean = next(line for line in table.splitlines() if line.startswith("| mean"))
+    accuracies = [float(cell) for cell in mean.strip("|").split("|")[2:]]
+    assert len(accuracies) == 8 and all(0 <= a <= 1 for a in accuracies)
