@@ -51,7 +51,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from actionrec.tables import write_tsv  # noqa: E402
+from actionrec.pipeline import Layout, shard_layout  # noqa: E402
+from actionrec.tables import read_tsv, write_tsv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -113,16 +114,13 @@ def prepare(args, work: Path) -> tuple[pd.DataFrame, Path, Path, dict]:
             frames_per_segment=args.per_segment,
         )
         seconds["extract"] = time.perf_counter() - start
-    with h5py.File(shard) as f:
-        got = (int(f.attrs["frames"]), int(f.attrs.get("frames_per_segment", 1)))
-        if got != (args.frames, args.per_segment) or int(f.attrs["size"]) != args.size:
-            raise SystemExit(f"{work} holds another extraction ({got}); use another --work")
+    got = shard_layout(shard)
+    if got != Layout(args.frames, args.per_segment, args.size):
+        raise SystemExit(f"{work} holds another extraction ({got}); use another --work")
     if not features.exists():
         start = time.perf_counter()
         cache_features(shard, features, str(args.backbone), "none")
         seconds["features"] = time.perf_counter() - start
-    from actionrec.tables import read_tsv
-
     return read_tsv(report_path), shard, features, seconds
 
 
@@ -131,6 +129,7 @@ def middle_view(features: Path, out: Path) -> Path:
     frozen stage trains on without temporal sampling."""
     if out.exists():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(features) as src, h5py.File(out, "w") as dst:
         k = int(src.attrs["frames_per_segment"])
         dst["features"] = src["features"][:, k // 2 :: k]
@@ -146,7 +145,7 @@ def logistic_regression(data, split_tsv: Path, offset: int | None) -> float:
     per segment, or all of them when ``offset`` is None)."""
     from sklearn.linear_model import LogisticRegression
 
-    from actionrec.pipeline import clip_table, load_features, shard_layout
+    from actionrec.pipeline import clip_table, load_features
 
     k = shard_layout(next(iter(data.features.values()))).per_segment
 
@@ -281,7 +280,6 @@ def main() -> None:
             raise SystemExit(f"--{what} {path} does not exist")
     work = args.work or Path(tempfile.mkdtemp(prefix="recipe-"))
     report, shard, features, prep = prepare(args, work)
-    (work / "middle").mkdir(exist_ok=True)
     middle = middle_view(features, work / "middle/shard-0000.h5")
     ok = report[report["status"] == "ok"]
     print(

@@ -159,15 +159,19 @@ def test_model_card_reports_the_measured_numbers(tmp_path):
             "finetune": {"blocks": "all", "lr_factor": 0.1, "batch_norm": "frozen"},
         },
     }
-    text = write_model_card(
-        tmp_path / "card.md",
-        metrics_json=tmp_path / "metrics.json",
-        per_class_tsv=tmp_path / "per_class.tsv",
-        history_tsv=tmp_path / "history.tsv",
-        manifest_tsv=tmp_path / "manifest.tsv",
-        leakage_json=tmp_path / "leakage.json",
-        config=config,
-    )
+
+    def card() -> str:
+        return write_model_card(
+            tmp_path / "card.md",
+            metrics_json=tmp_path / "metrics.json",
+            per_class_tsv=tmp_path / "per_class.tsv",
+            history_tsv=tmp_path / "history.tsv",
+            manifest_tsv=tmp_path / "manifest.tsv",
+            leakage_json=tmp_path / "leakage.json",
+            config=config,
+        )
+
+    text = card()
     assert "| accuracy | 0.5000 |" in text and "`group`" in text
     assert "kept epoch 1 (frozen)" in text and "augmentation: crop 0.2." in text
     assert "Stage `finetune`, 1 epoch(s): the whole backbone unfrozen" in text
@@ -182,15 +186,7 @@ def test_model_card_reports_the_measured_numbers(tmp_path):
         "accumulate": 4,
         "batch_norm": "frozen",
     }
-    text = write_model_card(
-        tmp_path / "card.md",
-        metrics_json=tmp_path / "metrics.json",
-        per_class_tsv=tmp_path / "per_class.tsv",
-        history_tsv=tmp_path / "history.tsv",
-        manifest_tsv=tmp_path / "manifest.tsv",
-        leakage_json=tmp_path / "leakage.json",
-        config=config,
-    )
+    text = card()
     assert (
         "peak learning rate 0.0001 (warmed up over 0.5 epoch(s), cosine-decayed to 0, gradient "
         "norm clipped at 1, 4 batches an update), batch norm frozen"

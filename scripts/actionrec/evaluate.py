@@ -37,6 +37,8 @@ def predict_split(
     averaged over ``views`` temporal views x ``crops`` spatial crops (see
     :func:`.pipeline.view_offsets` and :data:`.pipeline.CROPS`). With
     ``features``, ``model`` is a head and reads the cached features."""
+    import tensorflow as tf
+
     from .pipeline import CROPS, clip_table, make_dataset, shard_layout, view_offsets
 
     if crops not in CROPS:
@@ -44,14 +46,18 @@ def predict_split(
     clips = clip_table(data.split, split)
     files = data.features if features else data.shards
     layout = shard_layout(files[clips["shard"].iloc[0]])
-    total = np.zeros(1)
-    for offset in view_offsets(views, layout.per_segment):
-        for crop in range(3) if crops == 3 else [None]:
-            ds = make_dataset(
-                data, split, batch_size, offset=offset, crop=crop, features=features
-            ).map(lambda x, y: x)
-            total = total + np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
-    return clips, total / (views * crops)
+    offsets = view_offsets(views, layout.per_segment)
+    # Each clip is read once, with all its views x crops: [B, V x C, T, ...].
+    ds = make_dataset(
+        data,
+        split,
+        batch_size,
+        offset=offsets,
+        crop=list(range(3)) if crops == 3 else None,
+        features=features,
+    ).map(lambda x, y: tf.reshape(x, [-1, *x.shape[2:]]))
+    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    return clips, probs.reshape(len(clips), views * crops, -1).mean(axis=1)
 
 
 def evaluate(

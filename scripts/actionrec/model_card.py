@@ -64,11 +64,7 @@ def _stages(history: pd.DataFrame, train: dict, lr: float) -> str:
             batch_norm=finetune.get("batch_norm"),
         )
         collapsed = (
-            "collapsed" in history
-            and history.loc[history["stage"] == stage, "collapsed"]
-            .astype(str)
-            .isin(["True", "true", "1"])
-            .any()
+            "collapsed" in history and history.loc[history["stage"] == stage, "collapsed"].any()
         )
         note = "; stopped early: train accuracy collapsed" if collapsed else ""
         lines.append(f"- Stage `{stage}`, {epochs} epoch(s): {text}{note}.")

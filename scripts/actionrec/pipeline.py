@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,8 +280,8 @@ def make_dataset(
     fraction: float = 1.0,
     parallel_reads: int | None = None,
     epochs: tuple[int, int] | None = None,
-    offset: int | None = None,
-    crop: int | None = None,
+    offset: int | Sequence[int] | None = None,
+    crop: int | Sequence[int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (clips, one-hot labels [B, C]): uint8 frames
     [B, T, S, S, 3] read from the shards, or with ``features`` the cached
@@ -301,7 +301,9 @@ def make_dataset(
     ``epochs`` draws one stored frame per segment at random, from (seed, e,
     position); any other stream takes stored frame ``offset`` of every
     segment (the middle one when None). ``crop`` (0, 1, 2) takes one of
-    three crops of every frame (frames only).
+    three crops of every frame (frames only). Given lists of offsets or
+    crops, each element holds every (offset, crop) pair of its clip, offsets
+    outer, [V x C, T, ...]: the clip is read once for all its views.
     """
     table = select_fraction(clip_table(data.split, split), fraction, seed)
     labels = tf.constant(table["label"].to_numpy(np.int64))
@@ -314,20 +316,26 @@ def make_dataset(
     layout = shard_layout(paths[0])
     frames, size, k = layout.frames, layout.size, layout.per_segment
     drawing = shuffle and epochs is not None and k > 1
-    fixed = k // 2 if offset is None else int(offset)
-    if not 0 <= fixed < k:
-        raise ValueError(f"offset {fixed} is not one of the {k} stored frames per segment")
+    stacked = isinstance(offset, Sequence) or isinstance(crop, Sequence)
+    fixed = [k // 2] if offset is None else [int(o) for o in np.atleast_1d(offset)]
+    crops = [None] if crop is None else [int(c) for c in np.atleast_1d(crop)]
+    for o in fixed:
+        if not 0 <= o < k:
+            raise ValueError(f"offset {o} is not one of the {k} stored frames per segment")
 
     def segment_frames(stored, position, epoch):
-        """T of the clip's T * K stored frames (or features): one per segment."""
-        if k == 1:
-            return stored
+        """Views of the clip's T * K stored frames (or features), each one
+        frame per segment: [V, T, ...] (one drawn at random when training)."""
+        base = tf.range(frames) * k
         if drawing:
             key = tf.stack([seed * 1_000_003 + epoch, -1 - position])
-            offsets = tf.random.stateless_uniform([frames], key, 0, k, dtype=tf.int32)
-        else:
-            offsets = tf.fill([frames], fixed)
-        return tf.gather(stored, tf.range(frames) * k + offsets)
+            drawn = tf.random.stateless_uniform([frames], key, 0, k, dtype=tf.int32)
+            return tf.gather(stored, base + drawn)[None]
+        return tf.stack([tf.gather(stored, base + o) for o in fixed])
+
+    def one_or_all(views):
+        """[V x C, T, ...] for a stacked stream, else the single view [T, ...]."""
+        return views if stacked else views[0]
 
     if features:
         if crop is not None:
@@ -336,7 +344,7 @@ def make_dataset(
 
         def clip_at(position, epoch):
             feats = segment_frames(tf.gather(cached, position), position, epoch)
-            return tf.cast(feats, tf.float32)
+            return one_or_all(tf.cast(feats, tf.float32))
 
     else:
         reader = ShardReader(paths)
@@ -352,13 +360,15 @@ def make_dataset(
                 read, [shard_ids[position], indices[position]], tf.uint8, stateful=False
             )
             clip = tf.ensure_shape(clip, [layout.stored, size, size, 3])
-            clip = segment_frames(clip, position, epoch)
+            views = segment_frames(clip, position, epoch)
             if crop is not None:
-                clip = three_crops(clip, size, crop)
+                views = tf.stack(
+                    [three_crops(v, size, c) for v in tf.unstack(views) for c in crops]
+                )
             if augmenting:
                 key = tf.stack([seed * 1_000_003 + epoch, position])
-                clip = augment_clip(clip, augment, size, key)
-            return clip
+                return augment_clip(views[0], augment, size, key)
+            return one_or_all(views)
 
     def one_epoch(epoch):
         order = tf.range(n, dtype=tf.int64)

@@ -51,12 +51,12 @@ def check_shard(
                     f"frames shape {data.shape[1:]}, expected {(stored, size, size, 3)} "
                     "(extract.frames x extract.frames_per_segment, extract.size)"
                 )
-            for key, want in (
-                ("frames", frames),
-                ("frames_per_segment", frames_per_segment),
-                ("size", size),
+            # Shards written before frames_per_segment existed hold one frame a segment.
+            for key, want, default in (
+                ("frames", frames, -1),
+                ("frames_per_segment", frames_per_segment, 1),
+                ("size", size, -1),
             ):
-                default = 1 if key == "frames_per_segment" else -1
                 if int(f.attrs.get(key, default)) != want:
                     problems.append(f"attribute {key}={f.attrs.get(key)}, expected {want}")
             ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["clip_id"][:]]
