@@ -17,13 +17,15 @@ with logged(sm.log[0]):
         frames=extract["frames"],
         size=extract["size"],
         frames_per_segment=extract["frames_per_segment"],
+        resize=extract["resize"],
     )
     write_tsv(table, sm.output[0])
     bad = table[table["status"] != "ok"]
     if len(bad):
         logging.getLogger("check_shards").error(
-            "%d bad shard(s): %s. `actionrec check-shards "
-            "--remove-bad` moves them aside; snakemake then extracts them anew.",
+            "%d bad shard(s): %s. `actionrec check-shards --remove-bad` moves corrupt "
+            "ones aside; snakemake then extracts them anew. A mismatch is a shard extracted "
+            "with other settings than this config's.",
             len(bad),
-            ", ".join(bad["shard"]),
+            ", ".join(bad["shard"] + " (" + bad["status"] + ")"),
         )

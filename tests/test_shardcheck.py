@@ -52,12 +52,9 @@ def test_damaged_shards_are_named(tiny_data, tmp_path):
     assert wrong["problem"].str.contains("extract.frames").all()
 
 
-def test_command_moves_bad_shards_aside(tiny_data, tmp_path):
-    shards, manifest = copy_of(tiny_data, tmp_path)
-    bad = shards / "shard-0001.h5"
-    bad.write_bytes(bad.read_bytes()[:4000])
+def check_shards_cli(tiny_data, shards, config_text: str, tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("extract: {frames: 4, size: 32, clips_per_shard: 12}\n")
+    config.write_text(config_text)
     cmd = [
         sys.executable,
         "-m",
@@ -72,10 +69,33 @@ def test_command_moves_bad_shards_aside(tiny_data, tmp_path):
         "--remove-bad",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_command_moves_bad_shards_aside(tiny_data, tmp_path):
+    shards, manifest = copy_of(tiny_data, tmp_path)
+    bad = shards / "shard-0001.h5"
+    bad.write_bytes(bad.read_bytes()[:4000])
+    out = check_shards_cli(
+        tiny_data, shards, "extract: {frames: 4, size: 32, clips_per_shard: 12}\n", tmp_path
+    )
     assert out.returncode == 1
     assert f"corrupt  {bad} (0 clips): unreadable" in out.stdout
     assert "2 of 3 shards ok" in out.stdout
     assert not bad.exists() and (shards / "shard-0001.h5.corrupt").exists()
     with h5py.File(shards / "shard-0000.h5") as f:
         assert np.asarray(f["frames"]).shape[1:] == (4, 32, 32, 3)
+
+
+def test_command_with_another_config_names_the_mismatch_and_moves_nothing(tiny_data, tmp_path):
+    shards, _ = copy_of(tiny_data, tmp_path)
+    before = sorted(p.name for p in shards.iterdir())
+    out = check_shards_cli(
+        tiny_data, shards, "extract: {frames: 8, size: 32, clips_per_shard: 12}\n", tmp_path
+    )
+    assert out.returncode == 1
+    assert (
+        out.stdout.count("config mismatch: extract.frames is 8 in the config, 4 in the shard") == 3
+    )
+    assert "0 of 3 shards ok" in out.stdout and "--configfile" in out.stderr
+    assert sorted(p.name for p in shards.iterdir()) == before

@@ -143,22 +143,26 @@ def _parser() -> argparse.ArgumentParser:
     c = command(
         "check-shards",
         "verify the HDF5 shards against the manifest",
-        "Check that every shard opens, has the configured shapes and dtypes, lists the "
-        "manifest's clips and reads back whole. Exit status 1 when any shard is missing "
-        "or corrupt.",
+        "Check that every shard opens, holds frames of the shape its own attributes give, "
+        "lists the manifest's clips and reads back whole (else: corrupt), and was extracted "
+        "with the config's settings (else: mismatch, naming the keys and both values). Exit "
+        "status 1 when any shard is missing, corrupt or a mismatch.",
     )
     c.add_argument(
         "--configfile",
         nargs="+",
         default=["config/config.yaml"],
-        help="the run's config files (for extract.frames, size and clips_per_shard)",
+        help="the run's config files (for extract.frames, frames_per_segment, size, resize "
+        "and clips_per_shard)",
     )
     c.add_argument("--shards", default="results/data/shards", help="the shard folder")
     c.add_argument("--manifest", default="results/data/manifest.tsv", help="the manifest")
     c.add_argument(
         "--remove-bad",
         action="store_true",
-        help="move corrupt shards aside (<shard>.corrupt) so that snakemake extracts them again",
+        help="move corrupt shards aside (<shard>.corrupt) so that snakemake extracts them "
+        "again, and mismatched ones when other shards match the config (never when none does: "
+        "then the config is not the one they were extracted with)",
     )
     return parser
 
@@ -353,6 +357,7 @@ def check_shards_command(args) -> int:
         frames=int(extract["frames"]),
         size=int(extract["size"]),
         frames_per_segment=int(extract["frames_per_segment"]),
+        resize=str(extract["resize"]),
         remove_bad=args.remove_bad,
     )
     for row in table.itertuples(index=False):
@@ -360,6 +365,13 @@ def check_shards_command(args) -> int:
         print(line + (f": {row.problem}" if row.problem else ""))
     bad = int((table["status"] != "ok").sum())
     print(f"{len(table) - bad} of {len(table)} shards ok")
+    if (table["status"] == "mismatch").any():
+        print(
+            "mismatch: the shards were extracted with other settings than "
+            f"{' '.join(args.configfile)} gives; pass the config they were extracted with "
+            "(--configfile), or run snakemake with this one to extract them anew",
+            file=sys.stderr,
+        )
     return 1 if bad else 0
 
 

@@ -16,6 +16,12 @@ log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["clip_id", "path", "class", "label", "group", "clip"]
 # v_<Class>_gNN_cNN: the group is one long source video, the clip a piece of it.
 _UCF_NAME = re.compile(r"_g(\d+)_c(\d+)$")
+# Characters no name in the tables may hold: control characters (tab and
+# newline separate TSV cells and rows); a class name neither ";", which
+# separates the classes of a top-k list.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What the file system's bytes that are not UTF-8 become in a Python name.
+_UNDECODED = re.compile(r"[\udc80-\udcff]")
 
 
 class DatasetError(ValueError):
@@ -41,6 +47,24 @@ def read_class_index(path: str | os.PathLike) -> list[str]:
     return [names[i] for i in sorted(names)]
 
 
+def check_name(path: Path, what: str, forbidden: str = "") -> None:
+    """Raise DatasetError, naming ``path`` (a ``what``), when its name cannot
+    stand in the workflow's tables: it holds a control character, one of
+    ``forbidden``, or bytes that are not UTF-8."""
+    name = path.name
+    bad = (
+        _CONTROL.search(name)
+        or (re.search(f"[{re.escape(forbidden)}]", name) if forbidden else None)
+        or _UNDECODED.search(name)
+    )
+    if bad:
+        raise DatasetError(
+            f"{str(path)!r}: a {what} name may not hold {bad.group()!r} (control characters "
+            "and bytes that are not UTF-8 break the workflow's tables, ';' their lists of "
+            "classes); rename it"
+        )
+
+
 def parse_clip_name(stem: str) -> tuple[str | None, str | None]:
     """The ``gNN`` and ``cNN`` of a UCF101 clip name, or (None, None)."""
     m = _UCF_NAME.search(stem)
@@ -63,6 +87,7 @@ def scan_videos(
             f"data folder {str(root)!r} does not exist or is not a folder; set data.root "
             "to a folder laid out as <root>/<Class>/<clip>.avi (null for the demo)"
         )
+    check_name(root, "data folder")
     exts = {e.lower() for e in extensions}
     found: dict[str, list[Path]] = {}
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -73,6 +98,10 @@ def scan_videos(
             for f in class_dir.iterdir()
             if f.suffix.lower() in exts and not f.name.startswith(".")
         ]
+        if candidates:
+            check_name(class_dir, "class folder", forbidden=";")
+        for f in candidates:
+            check_name(f, "video file")
         for f in candidates:
             if f.is_symlink() and not f.exists():
                 log.warning("%s is a broken symbolic link: left out", f)

@@ -1,17 +1,23 @@
-"""Verify the HDF5 shards against the manifest and the extraction settings.
+"""Verify the HDF5 shards against themselves, the manifest and the run's config.
 
-Every shard must open, hold the datasets with the declared shapes and dtypes,
+Every shard must open, hold frames of the shape its own attributes declare,
 list the manifest's clips of its slice (those extracted ok, in order, with
 their labels), and give back every clip's frames when read. A shard that
-fails is reported with its path and the problem; on request it is moved
-aside (``<shard>.corrupt``), so that the next ``snakemake`` run extracts it
-again and reruns what depends on it.
+fails is ``corrupt``: reported with its path and the problem and, on
+request, moved aside (``<shard>.corrupt``), so that the next ``snakemake``
+run extracts it again and reruns what depends on it.
+
+A sound shard extracted with other settings than the config's is a
+``mismatch``, named with the keys and both values. It is moved aside only
+when other shards match the config: when none does, the config given is
+not the one they were extracted with, and nothing is wrong with them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -20,59 +26,124 @@ import pandas as pd
 
 from .catalog import shard_count, shard_name
 from .extract import shard_rows
+from .tables import read_tsv
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["shard", "status", "clips", "problem"]
 
 
+@dataclass
+class ShardState:
+    """What one shard holds: ``problems`` when it is damaged or disagrees
+    with itself or the manifest; ``settings``, the extraction settings its
+    attributes give; ``slice_size``, the clips_per_shard it was cut with
+    when that is not the one asked for."""
+
+    clips: int = 0
+    problems: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    slice_size: int | None = None
+
+
+def _settings(f: h5py.File, shape: tuple[int, ...]) -> tuple[dict, list[str]]:
+    """The shard's extraction settings from its attributes, and where its
+    frames disagree with them. Shards written before an attribute existed
+    are taken at their frames' shape (and one frame a segment)."""
+    stored, height, width = shape[1], shape[2], shape[3]
+    per_segment = int(f.attrs.get("frames_per_segment", 1))
+    settings = {
+        "frames": int(f.attrs.get("frames", stored // per_segment)),
+        "frames_per_segment": per_segment,
+        "size": int(f.attrs.get("size", height)),
+    }
+    if "resize" in f.attrs:
+        settings["resize"] = str(f.attrs["resize"])
+    problems = []
+    declared = settings["frames"] * per_segment
+    if stored != declared or int(f.attrs.get("stored_frames", declared)) != declared:
+        problems.append(
+            f"holds {stored} frames a clip; its attributes frames={settings['frames']} x "
+            f"frames_per_segment={per_segment} say {declared}"
+        )
+    if (height, width) != (settings["size"],) * 2 or shape[4:] != (3,):
+        problems.append(
+            f"frames of {height}x{width}x{shape[4] if len(shape) > 4 else '?'}; "
+            f"its attribute size={settings['size']} says "
+            f"{settings['size']}x{settings['size']}x3"
+        )
+    return settings, problems
+
+
+def _slice_size(ids: list[str], labels: list[int], manifest: pd.DataFrame) -> int | None:
+    """The clips_per_shard of a slice holding ``ids``: when they are manifest
+    clips in the manifest's order with its labels, the clips between the
+    first and the last; else None."""
+    rows = pd.Series(range(len(manifest)), index=manifest["clip_id"])
+    if not ids or not pd.Index(ids).isin(rows.index).all() or rows.index.duplicated().any():
+        return None
+    at = rows[ids].to_numpy()
+    if (np.diff(at) <= 0).any() or manifest["label"].to_numpy()[at].tolist() != labels:
+        return None
+    return int(at[-1] - at[0] + 1)
+
+
 def check_shard(
-    path: str | os.PathLike,
-    expected: pd.DataFrame,
-    frames: int,
-    size: int,
-    frames_per_segment: int = 1,
-) -> tuple[int, list[str]]:
-    """(clips in the shard, problems). ``expected``: the manifest rows of this
-    shard's slice that its report lists as extracted ok."""
-    problems: list[str] = []
+    path: str | os.PathLike, expected: pd.DataFrame, manifest: pd.DataFrame
+) -> ShardState:
+    """Check one shard against its own attributes and ``expected``: the
+    manifest rows of its slice that its report lists as extracted ok."""
+    state = ShardState()
     try:
         with h5py.File(path, "r") as f:
             missing = [d for d in ("frames", "label", "clip_id") if d not in f]
             if missing:
-                return 0, [f"missing datasets {missing}"]
+                state.problems.append(f"missing datasets {missing}")
+                return state
             data = f["frames"]
             n = data.shape[0]
             if data.dtype != np.uint8:
-                problems.append(f"frames dtype {data.dtype}, expected uint8")
-            stored = frames * frames_per_segment
-            if data.shape[1:] != (stored, size, size, 3):
-                problems.append(
-                    f"frames shape {data.shape[1:]}, expected {(stored, size, size, 3)} "
-                    "(extract.frames x extract.frames_per_segment, extract.size)"
-                )
-            # Shards written before frames_per_segment existed hold one frame a segment.
-            for key, want, default in (
-                ("frames", frames, -1),
-                ("frames_per_segment", frames_per_segment, 1),
-                ("size", size, -1),
-            ):
-                if int(f.attrs.get(key, default)) != want:
-                    problems.append(f"attribute {key}={f.attrs.get(key)}, expected {want}")
+                state.problems.append(f"frames dtype {data.dtype}, expected uint8")
+            if data.ndim != 5:
+                state.problems.append(f"frames of shape {data.shape}, expected [n, T, S, S, 3]")
+                return state
+            state.settings, own = _settings(f, data.shape)
+            state.problems += own
             ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["clip_id"][:]]
-            labels = f["label"][:]
+            labels = f["label"][:].tolist()
             if len(ids) != n or len(labels) != n:
-                problems.append(f"{n} clips of frames, {len(ids)} ids, {len(labels)} labels")
+                state.problems.append(f"{n} clips of frames, {len(ids)} ids, {len(labels)} labels")
             want = expected["clip_id"].tolist()
             if ids != want:
-                problems.append(f"clips {ids[:3]}... differ from the manifest's {want[:3]}...")
-            elif labels.tolist() != expected["label"].tolist():
-                problems.append("labels differ from the manifest's")
+                state.slice_size = _slice_size(ids, labels, manifest)
+                if state.slice_size is None:
+                    state.problems.append(
+                        f"clips {ids[:3]}... differ from the manifest's {want[:3]}..."
+                    )
+            elif labels != expected["label"].tolist():
+                state.problems.append("labels differ from the manifest's")
             for i in range(n):  # one chunk per clip: a slice per read
                 data[i]
+            state.clips = n
     except (OSError, KeyError, ValueError, RuntimeError) as err:
-        return 0, problems + [f"unreadable: {err}"]
-    return n, problems
+        state.clips = 0
+        state.problems.append(f"unreadable: {err}")
+    return state
+
+
+def _mismatches(state: ShardState, config: dict, clips_per_shard: int) -> list[str]:
+    """Where a shard's settings differ from the config's, key by key."""
+    differ = [
+        f"extract.{key} is {want} in the config, {state.settings[key]} in the shard"
+        for key, want in config.items()
+        if key in state.settings and state.settings[key] != want
+    ]
+    if state.slice_size is not None:
+        differ.append(
+            f"extract.clips_per_shard is {clips_per_shard} in the config; the shard holds "
+            f"a slice of {state.slice_size} clips of the manifest"
+        )
+    return differ
 
 
 def check_shards(
@@ -83,34 +154,66 @@ def check_shards(
     frames: int,
     size: int,
     frames_per_segment: int = 1,
+    resize: str | None = None,
     remove_bad: bool = False,
 ) -> pd.DataFrame:
-    """Check every shard the manifest calls for; one row per shard."""
+    """Check every shard the manifest calls for; one row per shard, with
+    status ``ok``, ``missing``, ``corrupt`` or ``mismatch``. ``remove_bad``
+    moves corrupt shards aside, and mismatched ones when some shard matches
+    the config."""
     shard_dir = Path(shard_dir)
+    config = {"frames": frames, "frames_per_segment": frames_per_segment, "size": size}
+    if resize is not None:
+        config["resize"] = resize
     rows = []
     for k in range(shard_count(len(manifest), clips_per_shard)):
         path = shard_dir / f"{shard_name(k)}.h5"
         report = path.with_suffix(".tsv")
         expected = shard_rows(manifest, k, clips_per_shard)
-        if report.exists():
-            ok = pd.read_csv(report, sep="\t", usecols=["clip_id", "status"])
-            expected = expected[expected["clip_id"].isin(ok.loc[ok["status"] == "ok", "clip_id"])]
+        listed = read_tsv(report) if report.exists() else None
+        if listed is not None:
+            ok = listed.loc[listed["status"] == "ok", "clip_id"]
+            expected = expected[expected["clip_id"].isin(ok)]
         if not path.exists():
             rows.append(
                 {"shard": str(path), "status": "missing", "clips": 0, "problem": "no such file"}
             )
             continue
-        n, problems = check_shard(path, expected, frames, size, frames_per_segment)
-        status = "ok" if not problems else "corrupt"
+        state = check_shard(path, expected, manifest)
+        if state.slice_size is not None and listed is not None:
+            state.slice_size = len(listed)  # its report lists the whole slice, skipped clips too
+        differ = _mismatches(state, config, clips_per_shard)
+        if state.problems:
+            status = "corrupt"
+        elif differ:
+            status = "mismatch"
+        else:
+            status = "ok"
+        problem = state.problems + ([f"config mismatch: {'; '.join(differ)}"] if differ else [])
         rows.append(
-            {"shard": str(path), "status": status, "clips": n, "problem": "; ".join(problems)}
+            {
+                "shard": str(path),
+                "status": status,
+                "clips": state.clips,
+                "problem": "; ".join(problem),
+            }
         )
-        if problems:
-            log.error("%s: %s", path, "; ".join(problems))
-            if remove_bad:
-                aside = path.with_name(path.name + ".corrupt")
-                os.replace(path, aside)
-                log.warning("moved %s to %s: the next snakemake run extracts it again", path, aside)
+        if problem:
+            log.error("%s: %s", path, "; ".join(problem))
     table = pd.DataFrame(rows, columns=COLUMNS)
+    mismatched = table["status"] == "mismatch"
+    if mismatched.any() and not (table["status"] == "ok").any():
+        log.error(
+            "no shard matches the config: give the config the shards were extracted with, or "
+            "run snakemake to extract them with this one; none of them is moved aside"
+        )
+    if remove_bad:
+        movable = table["status"] == "corrupt"
+        if (table["status"] == "ok").any():
+            movable |= mismatched
+        for shard in table.loc[movable, "shard"]:
+            aside = Path(shard).with_name(Path(shard).name + ".corrupt")
+            os.replace(shard, aside)
+            log.warning("moved %s to %s: the next snakemake run extracts it again", shard, aside)
     log.info("%d shards: %d ok", len(table), int((table["status"] == "ok").sum()))
     return table

@@ -2,18 +2,18 @@
 own pace, as it comes.
 
 ffmpeg reads the source and sends its frames, scaled to the model's S x S,
-through a pipe. The last ``window_seconds`` of frames are kept; every
-``step_seconds`` the window is sampled to the model's T frames, the way
-extraction samples a clip, and classified. One line per step: the stream
-time and the top classes with their probabilities.
+through a pipe. The last ``window_seconds`` of frames are kept (every k-th
+of them when they would not fit in ``buffer_bytes``, so a source of any
+rate fits); every ``step_seconds`` the window is sampled to the model's T
+frames, the way extraction samples a clip, and classified. One line per
+step: the stream time and the top classes with their probabilities.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
-import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +24,10 @@ import pandas as pd
 from .predict import view_scores
 from .scores import format_top
 from .video import (
+    DEFAULT_BUFFER_BYTES,
     BadVideo,
     FrameStream,
-    error_lines,
-    ffmpeg_message,
+    _Watchdog,
     find_ffmpeg,
     sample_indices,
 )
@@ -56,6 +56,12 @@ def source_options(source: str, realtime: bool, timeout: float) -> dict:
     return {"re": None} if realtime and source != "-" else {}
 
 
+def is_local_file(source: str) -> bool:
+    """Whether ffmpeg is to read ``source`` as a local file: not standard
+    input, a video device or a URL, whatever its name holds (a colon)."""
+    return source != "-" and not source.startswith("/dev/video") and "://" not in source
+
+
 def classify_stream(
     model,
     source: str,
@@ -71,15 +77,18 @@ def classify_stream(
     on_step: Callable[[dict], None] | None = None,
     views: int = 1,
     per_segment: int | None = None,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
 ) -> pd.DataFrame:
     """Classify ``source`` step by step until it ends or Ctrl-C; returns
     the steps (with ``attrs["error"]`` when the stream dropped). Raises
-    BadVideo when the source cannot be opened or fails before it delivers a
-    frame, naming the source and ffmpeg's reason. Each step's scores are
-    the mean over ``views`` temporal views of the window, sampled to T x
-    ``per_segment`` frames (as predict_videos)."""
+    BadVideo when the source cannot be opened, fails before it delivers a
+    frame or sends nothing for ``timeout`` seconds first, naming the source
+    and the reason. Each step's scores are the mean over ``views`` temporal
+    views of the window, sampled to T x ``per_segment`` frames (as
+    predict_videos)."""
     frames, size = int(model.input_shape[1]), int(model.input_shape[2])
-    if source != "-" and "://" not in source and not Path(source).exists():
+    local = is_local_file(source)
+    if local and not Path(source).exists():
         raise BadVideo(f"{source}: no such file or device")
     stream = FrameStream(
         "pipe:" if source == "-" else source,
@@ -88,22 +97,28 @@ def classify_stream(
         ffmpeg_exe or find_ffmpeg(),
         threads=1,
         source=source_options(source, realtime, timeout),
+        local=local,
+        timeout=timeout,
     )
+    watchdog: _Watchdog = stream.watchdog  # started with ffmpeg: it bounds the header too
     fps = stream.frame_rate()
     span = max(frames, round(window_seconds * fps))
     step = max(1, round(step_seconds * fps))
-    window: deque[np.ndarray] = deque(maxlen=span)
+    need = frames * (per_segment or views)
+    # Every `every`-th frame is kept: at most `cap` frames, whatever the rate.
+    cap = max(2 * need, buffer_bytes // (size * size * 3))
+    every = math.ceil(span / cap)
+    window: deque[np.ndarray] = deque(maxlen=math.ceil(span / every))
     rows: list[dict] = []
     incoming = iter(stream)
-    watchdog = _Watchdog(stream, timeout)
     try:
         for n, frame in enumerate(incoming, 1):
-            watchdog.fed()
-            window.append(frame)
+            if (n - 1) % every == 0:
+                window.append(frame)
             # A step every `step` frames, once the window holds T frames.
             if n < frames or n % step:
                 continue
-            picked = sample_indices(len(window), frames * (per_segment or views))
+            picked = sample_indices(len(window), need)
             clip = np.stack([window[i] for i in picked])
             probs = view_scores(model, clip[None], views, per_segment)[0]
             best = int(probs.argmax())
@@ -111,7 +126,7 @@ def classify_stream(
                 {
                     "step": len(rows) + 1,
                     "stream_seconds": round(n / fps, 2),
-                    "frames": len(window),
+                    "frames": min(n, span),
                     "predicted": names[best],
                     "probability": round(float(probs[best]), 6),
                     "top": format_top(probs, names, min(top, len(names))),
@@ -126,14 +141,18 @@ def classify_stream(
         incoming.close()  # ffmpeg ends and its log is read
         return pd.DataFrame(rows, columns=COLUMNS)
     if stream.delivered == 0:
+        if watchdog.fired:
+            raise BadVideo(
+                f"{source}: could not be read: {stream.stall_message()} (--timeout sets how "
+                "long a source may take)"
+            )
         raise BadVideo(f"{source}: could not be read: {_reason(stream)}")
-    watchdog.stop()
     table = pd.DataFrame(rows, columns=COLUMNS)
     if watchdog.fired:
         table.attrs["error"] = (
             f"the stream dropped after {stream.delivered} frames: no frame for {timeout:g} s"
         )
-    elif stream.rc != 0 or "Error during demuxing" in stream.log:
+    elif stream.rc != 0 or any("Error during demuxing" in e for e in stream.errors()):
         # ffmpeg ends a network read that timed out or broke with status 0, but
         # logs it. What came before still counts; the caller reports the drop.
         table.attrs["error"] = f"the stream dropped after {stream.delivered} frames: " + _reason(
@@ -142,31 +161,6 @@ def classify_stream(
     return table
 
 
-class _Watchdog:
-    """Ends the stream when no frame has come for ``timeout`` seconds after
-    the first: a camera that freezes or a peer that stops sending, whatever
-    the source."""
-
-    def __init__(self, stream: FrameStream, timeout: float):
-        self.stream, self.timeout, self.fired = stream, timeout, False
-        self._last: float | None = None
-        self._done = threading.Event()
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def fed(self) -> None:
-        self._last = time.monotonic()
-
-    def stop(self) -> None:
-        self._done.set()
-
-    def _watch(self) -> None:
-        while not self._done.wait(0.2):
-            if self._last is not None and time.monotonic() - self._last > self.timeout:
-                self.fired = True
-                self.stream.stop()
-                return
-
-
 def _reason(stream: FrameStream) -> str:
-    errors = error_lines(stream.log)
-    return ffmpeg_message(errors[-1]) if errors else f"ffmpeg exited with code {stream.rc}"
+    errors = stream.errors()
+    return errors[-1] if errors else f"ffmpeg exited with code {stream.rc}"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-# Columns that hold text even when every value looks like a number.
+# Columns that hold names even when every value looks like a number (a clip
+# "001", a class folder "0", a clip "NA"): they are never read as numbers.
 _TEXT_COLUMNS = (
     "clip_id",
     "path",
@@ -17,6 +18,10 @@ _TEXT_COLUMNS = (
     "status",
     "reason",
     "split",
+    "true",
+    "predicted",
+    "video",
+    "shard",
 )
 
 

@@ -3,6 +3,10 @@
 Only the ``ffmpeg`` binary is needed (no ffprobe): the clip's frame rate and
 duration are read from the header ffmpeg prints while it decodes, and the
 frame count is the number of frames it actually delivers.
+
+A file reaches ffmpeg as a link of this module's naming in a private folder,
+so that neither its name nor a colon in it can pass for ffmpeg's words in
+the log parsed here or for a protocol; every wait for ffmpeg is bounded.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,10 @@ DEFAULT_BUFFER_BYTES = 64 * 2**20
 TRUNCATION_TOLERANCE = 0.9
 # The frame rate assumed for a source that announces none (a raw pipe, some cameras).
 FALLBACK_FPS = 25.0
+# Seconds a file's decoder may send nothing (no header, no frame) before it
+# counts as stalled. Generous: between the frames it samples, ffmpeg decodes
+# a long file's others in silence.
+STALL_SECONDS = 120.0
 
 
 class BadVideo(Exception):
@@ -99,27 +109,45 @@ def sample_indices(n_source: int, n_out: int) -> np.ndarray:
     return np.minimum(((i + 0.5) * n_source / n_out).astype(np.int64), n_source - 1)
 
 
-_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-_FPS = re.compile(r"Stream #\d+:\d+.*?: Video: .*?(\d+(?:\.\d+)?) fps")
-_ERROR = re.compile(r"\[(error|fatal|panic)\]")
+# ffmpeg's log under `-loglevel level+verbose`: a line starts with its level,
+# after any "[context @ 0x...]" tags. Every pattern is anchored there, so that
+# text ffmpeg echoes inside a line (a path, a metadata value) is never taken
+# for its own words.
+_TAGS = r"^(?:\[[^\]\n]*@ 0x[0-9a-f]+\] )*"
+_DURATION = re.compile(r"^\[info\]   Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", re.M)
+_VIDEO_STREAM = re.compile(r"^\[info\] +Stream #\d+:\d+\S*: Video: (.*)$", re.M)
+_HEADER_END = re.compile(r"^\[info\] (?:Stream mapping:|Output #)", re.M)
+# A rate as ffmpeg prints it: 25, 29.97, 0.0100, or 1k (1000).
+_FPS = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(k?) fps\b")
+_TBR = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(k?) tbr\b")
+_ERROR = re.compile(_TAGS + r"\[(error|fatal|panic)\]")
+_DECODED = re.compile(
+    _TAGS + r"\[verbose\] +Input stream #\d+:\d+ \(video\): \d+ packets read "
+    r"\(\d+ bytes\); (\d+) frames decoded",
+    re.M,
+)
 
 
-def _header_info(log: str) -> tuple[float, float]:
-    """Frame rate and duration (seconds) from ffmpeg's input header."""
-    duration = float("nan")
-    fps = float("nan")
-    m = _DURATION.search(log)
+def header_info(log: str) -> tuple[float, float]:
+    """Frame rate and duration (seconds) from the input header in ffmpeg's
+    log: the stream's fps, else its tbr (the rate ffmpeg guesses), NaN when
+    the header gives neither."""
+    end = _HEADER_END.search(log)
+    header = log[: end.start()] if end else log
+    duration = fps = float("nan")
+    m = _DURATION.search(header)
     if m:
         h, mnt, sec = m.groups()
         duration = int(h) * 3600 + int(mnt) * 60 + float(sec)
-    m = _FPS.search(log)
-    if m:
-        fps = float(m.group(1))
+    m = _VIDEO_STREAM.search(header)
+    rate = m and (_FPS.search(m.group(1)) or _TBR.search(m.group(1)))
+    if rate:
+        fps = float(rate.group(1)) * (1000 if rate.group(2) else 1)
     return fps, duration
 
 
 def error_lines(log: str) -> list[str]:
-    return [line.strip() for line in log.splitlines() if _ERROR.search(line)]
+    return [line.strip() for line in log.splitlines() if _ERROR.match(line)]
 
 
 def check_readable(path: str | os.PathLike) -> None:
@@ -170,8 +198,8 @@ def avi_frame_count(path: str | os.PathLike) -> int | None:
 
 class _Ffmpeg:
     """An ffmpeg process, run through ffmpeg-python, whose stderr a thread
-    collects line by line (so that a full pipe never blocks it); ``header``
-    waits for the input's header to be read."""
+    collects line by line (so that a full pipe never blocks it); ``_header``
+    is set once the input's header has been printed, or the log has ended."""
 
     def __init__(self, stream, exe: str, **pipes):
         self.proc = stream.run_async(cmd=exe, pipe_stderr=True, **pipes)
@@ -184,20 +212,9 @@ class _Ffmpeg:
         for raw in self.proc.stderr:
             line = raw.decode("utf-8", "replace")
             self._lines.append(line)
-            if _FPS.search(line) or line.lstrip().startswith("Output #"):
+            if _VIDEO_STREAM.match(line) or _HEADER_END.match(line):
                 self._header.set()
         self._header.set()
-
-    def header(self) -> tuple[float, float]:
-        """Frame rate and duration of the input, once ffmpeg has printed them."""
-        self._header.wait()
-        return _header_info("".join(self._lines))
-
-    def frame_rate(self) -> float:
-        """The input's frame rate from its header, before any frame comes;
-        FALLBACK_FPS when it announces none (a raw pipe, some cameras)."""
-        fps = self.header()[0]
-        return fps if np.isfinite(fps) and fps > 0 else FALLBACK_FPS
 
     def finish(self) -> tuple[int, str]:
         """Wait for the process; its exit status and everything it logged."""
@@ -206,21 +223,86 @@ class _Ffmpeg:
         return rc, "".join(self._lines)
 
 
+class _Watchdog:
+    """Ends an ffmpeg run that has sent nothing for ``timeout`` seconds while
+    it is waited for: a header that never comes, a source that never opens
+    or stops sending. The clock runs only while a frame is awaited, so a
+    reader busy with the last one is no stall."""
+
+    def __init__(self, stream: FrameStream, timeout: float):
+        self.stream, self.timeout, self.fired = stream, timeout, False
+        self._since: float | None = time.monotonic()
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def waiting(self) -> None:
+        self._since = time.monotonic()
+
+    def fed(self) -> None:
+        self._since = None
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(0.2, self.timeout / 4)):
+            since = self._since
+            if since is not None and time.monotonic() - since > self.timeout:
+                self.fired = True
+                self.stream.stop()
+                return
+
+
+_SAFE_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}")
+
+
+def _private_link(path: str | os.PathLike) -> tuple[str | None, str]:
+    """(folder, name) for ffmpeg to open the local file ``path`` by: a link
+    ``input<extension>`` in a new private folder. ffmpeg echoes the name it is
+    given in its log, and reads ``concat:...`` or ``file:...`` as protocols.
+    Where links cannot be made, ``file:`` and the absolute path (folder None)."""
+    target = os.path.abspath(path)
+    ext = Path(target).suffix
+    folder = tempfile.mkdtemp(prefix="actionrec-")
+    link = os.path.join(folder, "input" + (ext if _SAFE_EXTENSION.fullmatch(ext) else ""))
+    try:
+        os.symlink(target, link)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, "file:" + target
+    return folder, link
+
+
 class FrameStream(_Ffmpeg):
     """ffmpeg sending ``size`` x ``size`` RGB frames of the first video stream
-    of a file, device or URL to a pipe, only those ``picks`` selects when
-    given (``source``: ffmpeg's input options, such as ``re`` or ``f``).
-    Iterate for the frames; then ``rc``, ``log`` and ``delivered`` tell how it
-    went. ``stop`` ends it early."""
+    of a local file (``local``), or else a device or URL, to a pipe, only
+    those ``picks`` selects when given (``source``: ffmpeg's input options,
+    such as ``re`` or ``f``). Iterate for the frames; then ``rc``, ``log`` and
+    ``delivered`` tell how it went and ``check`` raises when it failed.
+    ``stop`` ends it early; a watchdog does when it sends nothing for
+    ``timeout`` seconds (STALL_SECONDS when None)."""
 
     def __init__(
-        self, path, size: int, resize: str, exe: str, threads: int, picks=None, source=None
+        self,
+        path,
+        size: int,
+        resize: str,
+        exe: str,
+        threads: int,
+        picks=None,
+        source=None,
+        *,
+        local: bool = True,
+        timeout: float | None = None,
     ):
+        self.name = str(path)
+        self._folder, url = _private_link(path) if local else (None, str(path))
+        self._url = url
         vf = scale_filter(size, resize)
         if picks:
             vf = f"select='{picks}',{vf}"
         stream = (
-            ffmpeg.input(str(path), threads=threads, **(source or {}))
+            ffmpeg.input(url, threads=threads, **(source or {}))
             .output(
                 "pipe:",
                 format="rawvideo",
@@ -235,53 +317,137 @@ class FrameStream(_Ffmpeg):
             )
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
         )
-        super().__init__(stream, exe, pipe_stdout=True)
+        self.timeout = STALL_SECONDS if timeout is None else timeout
+        try:
+            super().__init__(stream, exe, pipe_stdout=True)
+        except BaseException:
+            self._remove_link()
+            raise
         self.size, self.delivered, self.rc, self.log = size, 0, None, ""
+        self.watchdog = _Watchdog(self, self.timeout)
+
+    def header(self) -> tuple[float, float]:
+        """Frame rate and duration of the input, once ffmpeg has printed them
+        (NaN when it ended, or was ended, first)."""
+        self._header.wait()
+        return header_info("".join(self._lines))
+
+    def frame_rate(self) -> float:
+        """The input's frame rate from its header, before any frame comes;
+        FALLBACK_FPS when it announces none (a raw pipe, some cameras)."""
+        fps = self.header()[0]
+        return fps if np.isfinite(fps) and fps > 0 else FALLBACK_FPS
 
     def __iter__(self) -> Iterator[np.ndarray]:
         frame_bytes = self.size * self.size * 3
         try:
-            while len(buf := self.proc.stdout.read(frame_bytes)) == frame_bytes:
+            while True:
+                self.watchdog.waiting()
+                buf = self.proc.stdout.read(frame_bytes)
+                if len(buf) != frame_bytes:
+                    break
+                self.watchdog.fed()
                 self.delivered += 1
                 yield np.frombuffer(buf, np.uint8).reshape(self.size, self.size, 3)
         finally:
-            self.proc.stdout.close()
+            self.watchdog.waiting()  # ffmpeg's exit is waited for too
             self.rc, self.log = self.finish()
 
+    def finish(self) -> tuple[int, str]:
+        self.proc.stdout.close()
+        try:
+            return super().finish()
+        finally:
+            self.watchdog.stop()
+            self._remove_link()
+
+    def _remove_link(self) -> None:
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
     def stop(self) -> None:
-        """End the stream now (Ctrl-C, or enough seen)."""
+        """End the stream now (Ctrl-C, enough seen, or stalled); killed when
+        it has not ended 2 s later (ffmpeg blocked opening a source)."""
         if self.proc.poll() is None:
             self.proc.terminate()
+            killer = threading.Timer(2.0, self._kill)
+            killer.daemon = True
+            killer.start()
 
-    def check(self) -> None:
-        """Raise BadVideo when the run failed, delivered nothing or logged
-        decode errors."""
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def errors(self) -> list[str]:
+        """ffmpeg's error messages, naming the source as it was given."""
+        return [
+            ffmpeg_message(line).replace(self._url, self.name) for line in error_lines(self.log)
+        ]
+
+    def stall_message(self) -> str:
+        return (
+            f"ffmpeg sent nothing for {self.timeout:g} s while reading {self.name}: it "
+            "stalled or never opened; check that the source is complete and readable"
+        )
+
+    def check(self, decode_errors: bool = True) -> None:
+        """Raise BadVideo when the run stalled, failed, delivered nothing or
+        (with ``decode_errors``) logged decode errors."""
+        if self.watchdog.fired:
+            raise BadVideo(self.stall_message())
         if self.rc != 0 or self.delivered == 0:
-            raise BadVideo(_failure(self.log, self.rc))
-        _check_decode_errors(self.log)
+            raise BadVideo(_failure(self.errors(), self.rc))
+        if decode_errors:
+            _check_decode_errors(self.errors())
 
 
-def _check_decode_errors(log: str) -> None:
-    errors = error_lines(log)
+def _check_decode_errors(errors: list[str]) -> None:
     if errors:
-        raise BadVideo(f"decode errors ({len(errors)}), first: {ffmpeg_message(errors[0])}")
+        raise BadVideo(f"decode errors ({len(errors)}), first: {errors[0]}")
 
 
-def _failure(log: str, rc: int) -> str:
+def _failure(errors: list[str], rc: int) -> str:
     """Why an ffmpeg run that delivered nothing or exited non-zero failed."""
-    errors = error_lines(log)
-    if "matches no streams" in log or "does not contain any stream" in log:
+    if any("matches no streams" in e or "does not contain any stream" in e for e in errors):
         return "no video stream"
     if rc == 0:
         return "no frames decoded"
-    return ffmpeg_message(errors[-1]) if errors else f"ffmpeg exited with code {rc}"
+    return errors[-1] if errors else f"ffmpeg exited with code {rc}"
+
+
+class _Frames:
+    """The frames of one pass by source index: those in ``keep``, and of the
+    others at most ``cap``: every frame while they fit, then every 2nd, 4th,
+    ... frame."""
+
+    def __init__(self, cap: int, keep: Iterable[int] = ()):
+        self.cap, self.keep, self.stride = cap, {int(k) for k in keep}, 1
+        self.kept: dict[int, np.ndarray] = {}
+
+    def add(self, n: int, frame: np.ndarray) -> None:
+        if n in self.keep or n % self.stride == 0:
+            self.kept[n] = frame
+            if len(self.kept) > self.cap + len(self.keep):
+                self.stride *= 2
+                self.kept = {
+                    k: v for k, v in self.kept.items() if k % self.stride == 0 or k in self.keep
+                }
+
+    def sample(self, n_source: int, n_out: int) -> np.ndarray:
+        """``n_out`` frames spread over ``n_source`` as sample_indices spreads
+        them: exact where those frames were kept, else the nearest kept."""
+        want = sample_indices(n_source, n_out)
+        have = np.fromiter(self.kept, dtype=np.int64)
+        nearest = have[np.abs(have[None, :] - want[:, None]).argmin(axis=1)]
+        return np.stack([self.kept[int(k)] for k in nearest])
 
 
 @dataclass
 class _Decoded:
-    frames: dict[int, np.ndarray]  # source frame index -> S x S x 3 frame
+    frames: _Frames
     decoded: int | None  # frames the decoder delivered, by its own count
     log: str
+    errors: list[str]
 
 
 def _run_decoder(
@@ -293,6 +459,7 @@ def _run_decoder(
     threads: int,
     select: np.ndarray | None,
     cap: int,
+    timeout: float | None,
 ) -> _Decoded:
     """One ffmpeg pass over the clip.
 
@@ -303,33 +470,23 @@ def _run_decoder(
     """
     order = np.unique(select) if select is not None else None
     picks = "+".join(f"eq(n,{k})" for k in order) if order is not None else None
-    stream = FrameStream(path, size, resize, exe, threads, picks)
-    kept: dict[int, np.ndarray] = {}
-    stride = 1
+    stream = FrameStream(path, size, resize, exe, threads, picks, timeout=timeout)
+    kept = _Frames(cap, keep=order if order is not None else ())
     for n, frame in enumerate(stream):
-        if order is not None:
-            if n < len(order):
-                kept[int(order[n])] = frame
-        elif n % stride == 0:
-            kept[n] = frame
-            if len(kept) > cap:
-                stride *= 2
-                kept = {k: v for k, v in kept.items() if k % stride == 0}
-    if stream.rc != 0 or stream.delivered == 0:
-        raise BadVideo(_failure(stream.log, stream.rc))
+        if order is None:
+            kept.add(n, frame)
+        elif n < len(order):
+            kept.add(int(order[n]), frame)
+    stream.check(decode_errors=False)
     decoded = _decoded_count(stream.log)
     if select is None and decoded is None:
         decoded = stream.delivered
-    return _Decoded(kept, decoded, stream.log)
-
-
-_DECODED = re.compile(
-    r"Input stream #\d+:\d+ \(video\): \d+ packets read \(\d+ bytes\); (\d+) frames decoded"
-)
+    return _Decoded(kept, decoded, stream.log, stream.errors())
 
 
 def _decoded_count(log: str) -> int | None:
-    m = _DECODED.search(log)
+    """The decoder's frame count from the statistics ffmpeg prints last."""
+    m = _DECODED.search(log, max(0, log.rfind("Input file #0")))
     return int(m.group(1)) if m else None
 
 
@@ -342,6 +499,7 @@ def decode_clip(
     ffmpeg_exe: str | None = None,
     threads: int = 1,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    stall_seconds: float | None = None,
 ) -> Clip:
     """Decode ``path`` and keep ``frames`` frames, uniformly sampled over the
     whole clip, as ``size`` x ``size`` RGB uint8.
@@ -351,7 +509,8 @@ def decode_clip(
     is decoded a second time with the true count. Other containers stream
     every frame through a bounded buffer. Either way memory does not grow
     with the clip's length. Raises BadVideo with the reason when the clip is
-    unusable.
+    unusable, or when ffmpeg sends nothing for ``stall_seconds``
+    (STALL_SECONDS when None).
     """
     check_readable(path)
     check_container(path)
@@ -359,6 +518,7 @@ def decode_clip(
     cap = max(2 * frames, buffer_bytes // (size * size * 3))
     expected = avi_frame_count(path)
     options = {"resize": resize, "exe": exe, "threads": threads, "cap": cap}
+    options["timeout"] = stall_seconds
     run = None
     if expected:
         run = _run_decoder(path, size, select=sample_indices(expected, frames), **options)
@@ -367,19 +527,14 @@ def decode_clip(
     if run is None or not run.decoded:
         run = _run_decoder(path, size, select=None, **options)
     n = run.decoded
-    fps, duration = _header_info(run.log)
+    fps, duration = header_info(run.log)
     announced = duration * fps
     if np.isfinite(announced) and n < TRUNCATION_TOLERANCE * announced:
         raise BadVideo(f"truncated: decoded {n} of the {announced:.0f} frames its header announces")
-    _check_decode_errors(run.log)
+    _check_decode_errors(run.errors)
     if not np.isfinite(duration) and np.isfinite(fps) and fps > 0:
         duration = n / fps
-    want = sample_indices(n, frames)
-    have = np.fromiter(run.frames, dtype=np.int64)
-    # Exact when the wanted frames were kept; else the nearest kept frame.
-    nearest = have[np.abs(have[None, :] - want[:, None]).argmin(axis=1)]
-    out = np.stack([run.frames[int(k)] for k in nearest])
-    return Clip(out, n, fps, duration, n < frames)
+    return Clip(run.frames.sample(n, frames), n, fps, duration, n < frames)
 
 
 def windows(
@@ -391,27 +546,35 @@ def windows(
     resize: str = "crop",
     ffmpeg_exe: str | None = None,
     threads: int = 1,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    stall_seconds: float | None = None,
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Stream a video of any length as consecutive windows of
     ``window_seconds``, each sampled to ``frames`` frames like decode_clip
     samples a whole clip. Yields (uint8 [T, S, S, 3], source frames in the
-    window). Only one window's frames are ever held in memory. A video no
-    longer than one window gives exactly the frames decode_clip gives.
-    Raises BadVideo as decode_clip does.
+    window). A window holds its sampled frames and at most ``buffer_bytes``
+    of others, whatever the source's rate (the last window, whose length is
+    known only at the end, is sampled from those). A video no longer than one
+    window gives exactly the frames decode_clip gives. Raises BadVideo as
+    decode_clip does.
     """
     check_readable(path)
     check_container(path)
-    stream = FrameStream(path, size, resize, ffmpeg_exe or find_ffmpeg(), threads)
+    exe = ffmpeg_exe or find_ffmpeg()
+    stream = FrameStream(path, size, resize, exe, threads, timeout=stall_seconds)
     span = max(frames, round(window_seconds * stream.frame_rate()))
-    buffer: list[np.ndarray] = []
+    cap = max(2 * frames, buffer_bytes // (size * size * 3))
+    full = sample_indices(span, frames)
+    window, count = _Frames(cap, keep=full), 0
     for frame in stream:
-        buffer.append(frame)
-        if len(buffer) == span:
-            yield np.stack([buffer[i] for i in sample_indices(span, frames)]), span
-            buffer = []
+        window.add(count, frame)
+        count += 1
+        if count == span:
+            yield window.sample(span, frames), span
+            window, count = _Frames(cap, keep=full), 0
     stream.check()
-    if buffer:
-        yield np.stack([buffer[i] for i in sample_indices(len(buffer), frames)]), len(buffer)
+    if count:
+        yield window.sample(count, frames), count
 
 
 def ffmpeg_message(line: str) -> str:
