@@ -124,20 +124,33 @@ def prepare(args, work: Path) -> tuple[pd.DataFrame, Path, Path, dict]:
     return read_tsv(report_path), shard, features, seconds
 
 
-def middle_view(features: Path, out: Path) -> Path:
-    """A feature shard of the T middle stored frames only (K = 1): what the
-    frozen stage trains on without temporal sampling."""
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(features) as src, h5py.File(out, "w") as dst:
+def middle_view(shard: Path, features: Path, out: Path) -> tuple[Path, Path]:
+    """A frame shard and its feature shard of the T middle stored frames only
+    (K = 1), under ``out``: what the frozen stage trains on without temporal
+    sampling (a feature shard always covers every frame of its frame shard)."""
+    frames_out, features_out = out / "shards" / shard.name, out / "features" / features.name
+    if features_out.exists():
+        return frames_out, features_out
+    for path in (frames_out, features_out):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(shard) as src, h5py.File(frames_out, "w") as dst:
         k = int(src.attrs["frames_per_segment"])
+        n, stored = src["frames"].shape[:2]
+        middle = dst.create_dataset(
+            "frames", (n, stored // k, *src["frames"].shape[2:]), "uint8", chunks=True
+        )
+        for i in range(n):  # one clip a read: no fancy indexing of the chunked source
+            middle[i] = src["frames"][i][k // 2 :: k]
+        for name in ("label", "clip_id"):
+            dst.create_dataset(name, data=src[name][()])
+        dst.attrs.update({**src.attrs, "frames_per_segment": 1, "stored_frames": stored // k})
+    with h5py.File(features) as src, h5py.File(features_out, "w") as dst:
         dst["features"] = src["features"][:, k // 2 :: k]
         for name in ("label", "clip_id"):
             dst.create_dataset(name, data=src[name][()])
         dst.attrs.update({**src.attrs, "frames_per_segment": 1})
         dst.attrs["stored_frames"] = dst["features"].shape[1]
-    return out
+    return frames_out, features_out
 
 
 def logistic_regression(data, split_tsv: Path, offset: int | None) -> float:
@@ -177,8 +190,8 @@ def run_split(seed: int, args, report, shard, features, middle, work: Path) -> t
     split_tsv = work / f"split-{seed}.tsv"
     write_tsv(split, split_tsv)
     classes = int(report["label"].max()) + 1
-    frames = Data.of(split_tsv, [shard], classes)
-    sampled, fixed = frames.with_features([features]), frames.with_features([middle])
+    sampled = Data.of(split_tsv, [shard], classes, [features])
+    fixed = Data.of(split_tsv, [middle[0]], classes, [middle[1]])
     recipe = recipe_settings(args.train)
     base = {
         **recipe,
@@ -223,9 +236,9 @@ def run_split(seed: int, args, report, shard, features, middle, work: Path) -> t
         seconds["finetune"] -= seconds["sampled"]  # the same frozen stage, run again
         kept = history.loc[history["kept"], "stage"].item()
         start = time.perf_counter()
-        row["finetuned"] = accuracy(model, frames)
-        row["finetuned_views"] = accuracy(model, frames, views=k)
-        row["finetuned_crops"] = accuracy(model, frames, views=k, crops=3)
+        row["finetuned"] = accuracy(model, sampled)
+        row["finetuned_views"] = accuracy(model, sampled, views=k)
+        row["finetuned_crops"] = accuracy(model, sampled, views=k, crops=3)
         seconds["multi-view test"] = time.perf_counter() - start
         row["kept"] = kept
         for r in history[history["stage"] == "finetune"].itertuples():
@@ -280,7 +293,7 @@ def main() -> None:
             raise SystemExit(f"--{what} {path} does not exist")
     work = args.work or Path(tempfile.mkdtemp(prefix="recipe-"))
     report, shard, features, prep = prepare(args, work)
-    middle = middle_view(features, work / "middle/shard-0000.h5")
+    middle = middle_view(shard, features, work / "middle")
     ok = report[report["status"] == "ok"]
     print(
         f"{len(ok)} clips of {ok['class'].nunique()} classes, T={args.frames} segments x "

@@ -1,10 +1,15 @@
-# Helpers the rules share: paths, config checks and input functions. No rules.
+# Helpers the rules share: paths, config checks, input functions and the
+# params that tie each job to exactly what it reads. No rules.
+import json
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from actionrec import catalog
+from snakemake.exceptions import IncompleteCheckpointException
+
+SCRIPTS = Path(workflow.basedir) / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+from actionrec import catalog, provenance, settings
 
 DEMO_ROOT = "results/demo/UCF-101"
 SHARD_DIR = "results/data/shards"
@@ -13,6 +18,11 @@ FEATURE_DIR = "results/features"
 # weights fetched where Snakemake runs, and the demo's own pretraining.
 FETCHED_WEIGHTS = "resources/weights/{backbone}-imagenet.weights.h5"
 PRETRAINED_WEIGHTS = "results/pretrain/{backbone}/backbone.weights.h5"
+WRITTEN_WEIGHTS = {
+    pattern.format(backbone=name)
+    for name in catalog.PRETRAINABLE
+    for pattern in (FETCHED_WEIGHTS, PRETRAINED_WEIGHTS)
+}
 
 
 def check_backbone(key, backbone):
@@ -29,12 +39,7 @@ def check_backbone(key, backbone):
     if catalog.BACKBONES.get(backbone, "") is None and weights != "none":
         raise ValueError(f"{key}: {backbone} has no pretrained weights; set train.weights: none")
     if weights not in ("none", "imagenet") and not Path(weights).is_file():
-        written = [
-            pattern.format(backbone=name)
-            for name in catalog.PRETRAINABLE
-            for pattern in (FETCHED_WEIGHTS, PRETRAINED_WEIGHTS)
-        ]
-        if weights not in written:
+        if weights not in WRITTEN_WEIGHTS:
             raise ValueError(
                 f"train.weights: file {weights!r} (for backbone {backbone}) does not exist; "
                 "use imagenet, none, the path of a weights file, or one the workflow writes: "
@@ -76,9 +81,7 @@ def check_config():
     check_backbone("train.backbone", config["train"]["backbone"])
     for backbone in config["compare"]["backbones"]:
         check_backbone("compare.backbones", backbone)
-    keys = [catalog.backbone_key(b) for b in config["compare"]["backbones"]]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"compare.backbones: two entries share a name ({keys}); rename a file")
+    check_backbone_keys()
     if config["train"]["lr"] == "auto" and not config["search"]["methods"]:
         raise ValueError("train.lr auto takes the rate from the search: list search.methods")
     if "grid" in config["search"]["methods"] and not config["search"]["grid"]:
@@ -96,6 +99,23 @@ def check_config():
         )
     if config["split"]["method"] == "official" and splits_dir is None:
         raise ValueError("split.method official needs data.splits_dir (UCF101's ucfTrainTestlist)")
+
+
+def check_backbone_keys():
+    """Two backbones never share a name, whose folders hold their features and
+    comparison: two files of one stem in different folders would."""
+    seen = {}
+    entries = [("train.backbone", config["train"]["backbone"])]
+    entries += [("compare.backbones", b) for b in config["compare"]["backbones"]]
+    for key, backbone in entries:
+        name = catalog.backbone_key(backbone)
+        same = Path(backbone).resolve() if catalog.is_backbone_file(backbone) else backbone
+        if name in seen and seen[name][1] != same:
+            raise ValueError(
+                f"{key}: {backbone!r} and {seen[name][0]!r} would share the name {name} "
+                f"(results/features/{name}/, results/compare/{name}/); rename one of the files"
+            )
+        seen.setdefault(name, (backbone, same))
 
 
 def backbone_weights(backbone):
@@ -164,6 +184,23 @@ def backbone_files(backbone):
     return files + ([weights] if weights not in ("none", "imagenet") else [])
 
 
+def backbone_digests(backbone):
+    """SHA-256 of the backbone's files that the user provides, so that a file
+    replaced by another reruns what it made whatever its modification time.
+    (The weights files the workflow writes are tracked by their own rules.)"""
+    return {
+        path: provenance.file_sha256(path)
+        for path in backbone_files(backbone)
+        if path not in WRITTEN_WEIGHTS
+    }
+
+
+def code_of(script):
+    """A digest of the code a rule's script runs (the script and every package
+    module it imports): an edit to any of them reruns the rule."""
+    return provenance.code_digest(SCRIPTS / script)
+
+
 def features_of(backbone, head, wildcards):
     """The cached features the frozen stage trains on, when it uses them."""
     if not catalog.uses_feature_cache(backbone, backbone_weights(backbone), head):
@@ -180,6 +217,10 @@ def train_backbone_files(wildcards):
     return backbone_files(config["train"]["backbone"])
 
 
+def train_backbone_digests(wildcards):
+    return backbone_digests(config["train"]["backbone"])
+
+
 def cached_backbone(wildcards):
     """features rule: the backbone behind results/features/<key>/."""
     return BACKBONE_BY_KEY[wildcards.backbone]
@@ -193,6 +234,10 @@ def cached_backbone_weights(wildcards):
     return backbone_weights(cached_backbone(wildcards))
 
 
+def cached_backbone_digests(wildcards):
+    return backbone_digests(cached_backbone(wildcards))
+
+
 def compared_backbone(wildcards):
     return BACKBONE_BY_KEY[wildcards.backbone]
 
@@ -203,6 +248,10 @@ def compared_features(wildcards):
 
 def compared_backbone_files(wildcards):
     return backbone_files(compared_backbone(wildcards))
+
+
+def compared_backbone_digests(wildcards):
+    return backbone_digests(compared_backbone(wildcards))
 
 
 def compared_pretrain_history(wildcards):
@@ -240,9 +289,57 @@ def search_tables(wildcards):
     return [f"results/search/{method}.tsv" for method in config["search"]["methods"]]
 
 
+CHOSEN_RATE = "results/search/chosen/lr-{lr}.txt"
+
+
 def lr_choice(wildcards):
-    """best_lr.json when train.lr is auto: the search runs before training."""
+    """When train.lr is auto: best_lr.json (a checkpoint) and a file named by
+    the rate it chose. best_lr.json is rewritten whenever a search reruns;
+    marked ancient, that alone reruns nothing: what uses the rate reruns when
+    the choice moves to another rate, whose file is then new to it. (A dry run
+    cannot know that before best_lr has run, and does not list those jobs.)"""
+    if config["train"]["lr"] != "auto":
+        return []
+    try:
+        best = checkpoints.best_lr.get().output[0]
+    except IncompleteCheckpointException as pending:
+        # best_lr runs first; this job is decided again once it has.
+        raise IncompleteCheckpointException(pending.rule, ancient(pending.targetfile))
+    with open(best, encoding="utf-8") as f:
+        rate = float(json.load(f)["lr"])
+    return [ancient(best), CHOSEN_RATE.format(lr=repr(rate))]
+
+
+def lr_report(wildcards):
+    """best_lr.json when train.lr is auto, for what reports the whole choice."""
     return ["results/search/best_lr.json"] if config["train"]["lr"] == "auto" else []
+
+
+def search_params(keys):
+    """The search section's keys that a search job reads."""
+    return {k: config["search"][k] for k in keys}
+
+
+def trial_train():
+    """The train keys a search trial reads: not those it sets itself."""
+    return settings.without(config["train"], settings.TRIAL_SETS)
+
+
+def compared_train():
+    """The train keys a comparison reads: not those it sets itself, and
+    fine-tuning's only when the comparison fine-tunes."""
+    sets = settings.COMPARE_SETS + (() if config["compare"]["finetune"] else ("finetune",))
+    return settings.without(config["train"], sets)
+
+
+def model_card_config():
+    """What the model card reads of the config."""
+    return {
+        "train": config["train"],
+        "extract": config["extract"],
+        "data": {"root": config["data"]["root"]},
+        "search": {"epochs": config["search"]["epochs"]},
+    }
 
 
 def compared_models():

@@ -30,9 +30,11 @@ rule compare_backbone:
         gpu=config["resources"]["gpus"],
     params:
         backbone=compared_backbone,
-        compare=config["compare"],
-        train=config["train"],
+        compare={k: config["compare"][k] for k in ("epochs", "finetune", "train_fraction")},
+        train=compared_train(),
         seed=config["seed"],
+        digests=compared_backbone_digests,
+        code=code_of("compare_backbone.py"),
         work_dir="results/compare/{backbone}/{head}/work",
     script:
         "../scripts/compare_backbone.py"
@@ -71,5 +73,7 @@ rule compare_summary:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        code=code_of("compare_summary.py"),
     script:
         "../scripts/compare_summary.py"

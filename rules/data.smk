@@ -17,6 +17,7 @@ rule render_demo:
     params:
         demo=config["demo"],
         seed=config["seed"],
+        code=code_of("render_demo.py"),
     script:
         "../scripts/render_demo.py"
 
@@ -38,6 +39,7 @@ checkpoint manifest:
         root=data_root(),
         class_index=class_index(),
         extensions=config["data"]["extensions"],
+        code=code_of("build_manifest.py"),
     script:
         "../scripts/build_manifest.py"
 
@@ -70,6 +72,7 @@ rule extract_shard:
         on_bad_video=config["extract"]["on_bad_video"],
         ffmpeg=config["extract"]["ffmpeg"],
         buffer_mb=config["extract"]["buffer_mb"],
+        code=code_of("extract_shard.py"),
     script:
         "../scripts/extract_shard.py"
 
@@ -89,6 +92,7 @@ rule extract_report:
         runtime=10,
     params:
         max_bad_fraction=config["extract"]["max_bad_fraction"],
+        code=code_of("gather_extract_report.py"),
     script:
         "../scripts/gather_extract_report.py"
 
@@ -112,6 +116,7 @@ rule split:
         seed=config["seed"],
         splits_dir=config["data"]["splits_dir"],
         official_split=config["split"]["official_split"],
+        code=code_of("make_split.py"),
     script:
         "../scripts/make_split.py"
 
@@ -132,5 +137,6 @@ rule check_shards:
         runtime=120,
     params:
         extract=config["extract"],
+        code=code_of("check_shards.py"),
     script:
         "../scripts/check_shards.py"

@@ -43,6 +43,7 @@ rule evaluate:
         batch_size=config["evaluate"]["batch_size"],
         views=config["evaluate"]["views"],
         crops=config["evaluate"]["crops"],
+        code=code_of("evaluate_model.py"),
     script:
         "../scripts/evaluate_model.py"
 
@@ -87,6 +88,8 @@ rule figures:
     resources:
         mem_mb=2000,
         runtime=20,
+    params:
+        code=code_of("make_figures.py"),
     script:
         "../scripts/make_figures.py"
 
@@ -98,7 +101,7 @@ rule model_card:
         history="results/final/history.tsv",
         manifest="results/data/manifest.tsv",
         leakage="results/data/leakage.json",
-        lr=lr_choice,
+        lr=lr_report,
     output:
         report(
             "results/final/model_card.md",
@@ -115,7 +118,8 @@ rule model_card:
         mem_mb=1000,
         runtime=10,
     params:
-        config=config,
+        config=model_card_config(),
+        code=code_of("write_model_card.py"),
     script:
         "../scripts/write_model_card.py"
 
@@ -143,6 +147,7 @@ rule predict:
         resize=config["extract"]["resize"],
         ffmpeg=config["extract"]["ffmpeg"],
         extensions=config["data"]["extensions"],
+        code=code_of("predict_videos.py"),
     script:
         "../scripts/predict_videos.py"
 
@@ -172,6 +177,7 @@ rule export:
         runtime=60,
     params:
         export=config["export"],
+        code=code_of("export_model.py"),
     script:
         "../scripts/export_model.py"
 
@@ -202,5 +208,6 @@ rule explain:
         runtime=30,
     params:
         clips=config["explain"]["clips"],
+        code=code_of("explain_clips.py"),
     script:
         "../scripts/explain_clips.py"

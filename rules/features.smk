@@ -18,6 +18,8 @@ rule fetch_weights:
         backbone=one_of(catalog.PRETRAINABLE),
     conda:
         "../envs/train.yaml"
+    params:
+        code=code_of("fetch_weights.py"),
     script:
         "../scripts/fetch_weights.py"
 
@@ -45,5 +47,7 @@ rule features:
     params:
         backbone=cached_backbone,
         weights=cached_backbone_weights,
+        digests=cached_backbone_digests,
+        code=code_of("cache_features.py"),
     script:
         "../scripts/cache_features.py"

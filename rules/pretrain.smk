@@ -23,5 +23,6 @@ rule pretrain:
         pretrain=config["pretrain"],
         size=config["extract"]["size"],
         seed=config["seed"],
+        code=code_of("pretrain_backbone.py"),
     script:
         "../scripts/pretrain_backbone.py"

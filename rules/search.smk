@@ -2,6 +2,10 @@
 # grid (one job per point), and the choice that `train.lr: auto` uses.
 
 
+localrules:
+    chosen_lr,
+
+
 rule search_bayes:
     input:
         split="results/data/split.tsv",
@@ -32,9 +36,11 @@ rule search_bayes:
         runtime=config["resources"]["runtime"],
         gpu=config["resources"]["gpus"],
     params:
-        search=config["search"],
-        train=config["train"],
+        search=search_params(("low", "high", "epochs", "train_fraction", "bayes")),
+        train=trial_train(),
         seed=config["seed"],
+        digests=train_backbone_digests,
+        code=code_of("search_bayes.py"),
         work_dir="results/search/bayes.work",
     script:
         "../scripts/search_bayes.py"
@@ -63,9 +69,11 @@ rule search_grid_point:
         runtime=config["resources"]["runtime"],
         gpu=config["resources"]["gpus"],
     params:
-        search=config["search"],
-        train=config["train"],
+        search=search_params(("epochs", "train_fraction")),
+        train=trial_train(),
         seed=config["seed"],
+        digests=train_backbone_digests,
+        code=code_of("search_grid_point.py"),
         work_dir="results/search/grid/lr-{lr}.work",
     script:
         "../scripts/search_grid_point.py"
@@ -93,11 +101,13 @@ rule search_grid:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        code=code_of("gather_grid.py"),
     script:
         "../scripts/gather_grid.py"
 
 
-rule best_lr:
+checkpoint best_lr:
     input:
         searches=search_tables,
     output:
@@ -116,5 +126,28 @@ rule best_lr:
         runtime=10,
     params:
         methods=config["search"]["methods"],
+        code=code_of("choose_lr.py"),
     script:
         "../scripts/choose_lr.py"
+
+
+rule chosen_lr:
+    # A file named by the chosen rate: what uses the rate reads it as an input,
+    # so that it reruns when the choice moves and not when best_lr.json is
+    # rewritten with the same choice.
+    input:
+        ancient("results/search/best_lr.json"),
+    output:
+        CHOSEN_RATE,
+    log:
+        "logs/search/chosen/lr-{lr}.log",
+    wildcard_constraints:
+        lr=r"[0-9.]+(e-?[0-9]+)?",
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/write_chosen_lr.py"

@@ -28,6 +28,8 @@ rule train:
     params:
         train=config["train"],
         seed=config["seed"],
+        digests=train_backbone_digests,
+        code=code_of("train_model.py"),
         work_dir="results/final/work",
     script:
         "../scripts/train_model.py"

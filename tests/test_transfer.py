@@ -3,6 +3,8 @@ fine-tuning stages, and batch norm kept in inference mode; with a backbone
 file the test makes, and with the real ImageNet-pretrained EfficientNet-Lite0
 on real UCF101 clips where ../shared has them."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from actionrec.features import cache_features
 from actionrec.model import backbone_of, build_backbone, build_model, head_of
@@ -311,3 +314,48 @@ def test_the_search_on_cached_features_chooses_a_rate(cached, backbone_file, tmp
     assert len(table) == 3 and table["val_loss"].nunique() == 3
     best = choose({"bayes": table})
     assert best["lr"] == table.loc[table["val_loss"].idxmin(), "lr"]
+
+
+def test_features_of_another_backbone_or_other_frames_are_refused(
+    cached, backbone_file, tiny_data, tmp_path
+):
+    from actionrec.features import check_cache
+    from actionrec.train import environment, resolved_devices
+
+    check_cache(cached.features, cached.shards, str(backbone_file), "none")
+    # Another file at the same path, written with an older modification time.
+    other = tmp_path / backbone_file.name
+    shutil.copy2(backbone_file, other)
+    before = environment(config(other))
+    stat = other.stat()
+    make_backbone_file(other, seed=1)
+    os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**9))
+    with pytest.raises(ValueError, match=r"features of another backbone or code.*backbone_sha256"):
+        check_cache(cached.features, cached.shards, str(other), "none")
+    # The resume state of a training on it changes with the file's content; it
+    # also records the devices the training resolves to and the libraries.
+    assert environment(config(other))["backbone"] != before["backbone"]
+    assert before["devices"] == resolved_devices(config(other))
+    assert set(before["devices"]) == {"gpus", "replicas", "mixed_precision", "xla"}
+    assert before["libraries"]["tensorflow"] == tf.__version__
+    # Frames re-extracted with other clips under the same shard name.
+    name = min(cached.shards)
+    shard = shutil.copy2(cached.shards[name], tmp_path / name)
+    with h5py.File(shard, "r+") as f:
+        ids = f["clip_id"].asstr()[()]
+        f["clip_id"][0], f["clip_id"][1] = ids[1], ids[0]
+    with pytest.raises(ValueError, match=f"computed from other frames than {shard}"):
+        check_cache(cached.features, {**cached.shards, name: shard}, str(backbone_file), "none")
+
+
+def test_a_rewritten_shard_is_other_data_for_resume(tiny_data, tmp_path):
+    from actionrec.pipeline import data_fingerprint
+
+    data = tiny_data["data"]
+    shards = {n: shutil.copy2(p, tmp_path / n) for n, p in data.shards.items()}
+    copy = Data(data.split, {n: Path(p) for n, p in shards.items()}, data.num_classes)
+    before = data_fingerprint(copy)
+    name = min(shards)
+    stat = os.stat(shards[name])
+    os.utime(shards[name], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert data_fingerprint(copy) != before

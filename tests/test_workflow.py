@@ -1,6 +1,7 @@
 """The workflow run end to end by snakemake, on a tiny demo config."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import h5py
 import pytest
 
 from actionrec.tables import read_tsv
-from conftest import REPO, copy_workflow, snakemake, snakemake_cmd
+from conftest import REPO, copy_workflow, make_backbone_file, snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.workflow
 
@@ -102,6 +103,129 @@ def test_changing_the_split_reruns_only_the_split_and_what_follows(tiny_run, cha
     ran = set(jobs_run(out))
     assert {"split", "train", "evaluate"} <= ran
     assert not ran & {"render_demo", "manifest", "extract_shard", "extract_report"}, ran
+
+
+# A config change over a finished tiny run, and exactly the jobs a dry run
+# schedules for it: each job's params and inputs are what it reads.
+AFTER_TRAINING = {"train": 1, "evaluate": 1, "figures": 1, "model_card": 1, "explain": 1}
+RERUNS = [
+    # One more grid rate: its point, the gathered grid, the choice and the model
+    # card that reports it. What uses the rate is decided once the choice is made
+    # (see the real run below).
+    (
+        "search: {grid: [0.001, 0.003, 1.0e-6]}",
+        {"search_grid_point": 1, "search_grid": 1, "best_lr": 1, "model_card": 1},
+    ),
+    ("search: {bayes: {n_calls: 3}}", {"search_bayes": 1, "best_lr": 1, "model_card": 1}),
+    # One more backbone: its comparison (one job per head) and the summary.
+    (
+        "compare: {backbones: [smallcnn, mobilenetv3small]}",
+        {"compare_backbone": 2, "compare_summary": 1},
+    ),
+    ("compare: {epochs: 2}", {"compare_backbone": 2, "compare_summary": 1}),
+    # Settings of the final training alone (the trials and comparisons set their own).
+    ("train: {max_epochs: 3}", AFTER_TRAINING),
+    ("train: {patience: 4}", AFTER_TRAINING),
+    ("train: {finetune: {lr: 0.0001}}", AFTER_TRAINING),
+    ("evaluate: {views: 1}", {"evaluate": 1, "figures": 1, "model_card": 1, "explain": 1}),
+    ("explain: {clips: 2}", {"explain": 1}),
+]
+
+
+@pytest.fixture(scope="module")
+def rerun_dry_runs(tiny_run, tmp_path_factory):
+    """A dry run of every change in RERUNS over the finished tiny run, two at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = tmp_path_factory.mktemp("changes")
+
+    def dry_run(k):
+        change = folder / f"change-{k}.yaml"
+        change.write_text(RERUNS[k][0] + "\n")
+        return snakemake(tiny_run, "-n", "--configfile", "tiny.yaml", str(change))
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(dry_run, range(len(RERUNS))))
+
+
+@pytest.mark.parametrize("k", range(len(RERUNS)), ids=[c for c, _ in RERUNS])
+def test_a_change_reruns_exactly_what_reads_it(rerun_dry_runs, k):
+    out = rerun_dry_runs[k]
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert jobs_run(out) == {**RERUNS[k][1], "all": 1}
+
+
+def test_an_edit_to_a_module_reruns_the_jobs_that_import_it(tiny_run):
+    module = tiny_run / "scripts/actionrec/model_card.py"
+    text, stat = module.read_text(), module.stat()
+    module.write_text(text + "\n# an edit\n")
+    try:
+        out = snakemake(tiny_run, "-n", "--configfile", "tiny.yaml")
+    finally:
+        module.write_text(text)
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert jobs_run(out) == {"model_card": 1, "all": 1}
+
+
+def ran(out: subprocess.CompletedProcess) -> list[str]:
+    """The rules of the jobs a real run ran, in order."""
+    return re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", out.stdout + out.stderr, re.M)
+
+
+def test_what_uses_the_rate_reruns_only_when_the_choice_moves(tiny_run, tmp_path):
+    work = shutil.copytree(tiny_run, tmp_path / "run", symlinks=True)
+    chosen = json.loads((work / "results/search/best_lr.json").read_text())
+    # A rate far too small to learn in a search's epoch: the choice stays.
+    (work / "worse.yaml").write_text("search: {grid: [0.001, 0.003, 1.0e-7]}\n")
+    out = snakemake(work, "--configfile", "tiny.yaml", "worse.yaml")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((work / "results/search/best_lr.json").read_text())["lr"] == chosen["lr"]
+    assert sorted(ran(out)) == ["all", "best_lr", "model_card", "search_grid", "search_grid_point"]
+    # The grid alone: the choice moves to it, and what uses the rate reruns.
+    (work / "grid.yaml").write_text("search: {methods: [grid]}\n")
+    args = ("results/final/model.keras", "--configfile", "tiny.yaml", "worse.yaml", "grid.yaml")
+    out = snakemake(work, *args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((work / "results/search/best_lr.json").read_text())["search"] == "grid"
+    assert sorted(ran(out)) == ["best_lr", "chosen_lr", "train"]
+    out = snakemake(work, "-n", *args)
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_two_backbone_files_of_one_name_are_refused(tmp_path):
+    work = copy_workflow(tmp_path)
+    shutil.copy(REPO / "tests/tiny.yaml", work / "tiny.yaml")
+    for folder in ("a", "b"):
+        (work / folder).mkdir()
+        (work / folder / "net.keras").write_bytes(b"not read by a dry run")
+    (work / "files.yaml").write_text(
+        "train: {backbone: a/net.keras}\ncompare: {backbones: [b/net.keras]}\n"
+    )
+    out = snakemake(work, "-n", "--configfile", "tiny.yaml", "files.yaml", timeout=120)
+    assert out.returncode != 0
+    assert "'b/net.keras' and 'a/net.keras' would share the name file-net" in out.stdout
+
+
+def test_a_backbone_file_replaced_with_an_older_time_reruns_its_features(tmp_path):
+    work = copy_workflow(tmp_path)
+    shutil.copy(REPO / "tests/tiny.yaml", work / "tiny.yaml")
+    make_backbone_file(work / "net.keras")
+    (work / "file.yaml").write_text(
+        "train: {backbone: net.keras, lr: 0.001}\nsearch: {methods: []}\ncompare: {backbones: []}\n"
+    )
+    args = ("results/features/file-net/shard-0000.h5", "--configfile", "tiny.yaml", "file.yaml")
+    out = snakemake(work, *args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dry = snakemake(work, "-n", *args)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    # cp -p, rsync -a or tar x of another network: an older modification time.
+    stat = (work / "net.keras").stat()
+    make_backbone_file(work / "net.keras", seed=1)
+    os.utime(work / "net.keras", ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**9))
+    out = snakemake(work, "-n", *args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert jobs_run(out) == {"features": 1}
 
 
 BAD_CONFIGS = [

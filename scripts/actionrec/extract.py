@@ -19,7 +19,6 @@ shard is never read.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .provenance import code_digest
 from .tables import read_tsv, write_tsv
 from .video import DEFAULT_BUFFER_BYTES, BadVideo, decode_clip, find_ffmpeg
 
@@ -74,12 +74,9 @@ def shard_rows(manifest: pd.DataFrame, shard: int, clips_per_shard: int) -> pd.D
 
 
 def code_version() -> str:
-    """Package version and a digest of the decoding and sampling code."""
-    here = Path(__file__).parent
-    digest = hashlib.sha256()
-    for name in ("video.py", "extract.py"):
-        digest.update((here / name).read_bytes())
-    return f"actionrec {__version__} ({digest.hexdigest()[:12]})"
+    """Package version and a digest of the decoding and sampling code (this
+    module and every package module it imports)."""
+    return f"actionrec {__version__} ({code_digest(__file__)[:12]})"
 
 
 def ffmpeg_version(exe: str) -> str:

@@ -10,44 +10,76 @@ shard clip for clip:
 - ``clip_id``   str [n]
 
 with attributes naming the backbone, its weights and their SHA-256, T, K, S,
-the frame shard's code version and this module's. The learning-rate search, the
-comparison and the frozen stage of training train heads on these: no backbone
-pass per epoch. Written under a temporary name and renamed when complete.
+the frame shard's code version and a digest of the code that computed them. The
+learning-rate search, the comparison and the frozen stage of training train
+heads on these: no backbone pass per epoch. Written under a temporary name and
+renamed when complete; a training checks every shard's provenance against its
+own backbone and frames before it reads one (:func:`check_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from . import __version__
 from .catalog import is_backbone_file
+from .provenance import code_digest, file_sha256
 
 log = logging.getLogger(__name__)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def provenance(backbone: str, weights: str | None) -> dict:
-    """What the features depend on besides the frames."""
-    out = {"backbone": str(backbone), "weights": str(weights), "features_code": __version__}
+    """What the features depend on besides the frames: the backbone and its
+    weights, by content, and the code that computes features."""
+    out = {
+        "backbone": str(backbone),
+        "weights": str(weights),
+        "features_code": code_digest(__file__),
+    }
     if is_backbone_file(backbone):
         out["backbone_sha256"] = file_sha256(backbone)
     if weights not in (None, "none", "imagenet"):
         out["weights_sha256"] = file_sha256(weights)
     return out
+
+
+def check_cache(
+    features: Mapping[str, Path], shards: Mapping[str, Path], backbone: str, weights: str | None
+) -> None:
+    """Stop, naming the file and the fix, unless every feature shard was
+    computed by this backbone, these weights and this code from the frame
+    shard of its name as it is now (same clips, same extraction)."""
+    expected = provenance(backbone, weights)
+    # A file is known by its content: moved or spelled otherwise, it is the same.
+    for key in ("backbone", "weights"):
+        if f"{key}_sha256" in expected:
+            del expected[key]
+    for name, path in sorted(features.items()):
+        with h5py.File(path, "r") as f:
+            attrs = {k: f.attrs.get(k) for k in (*expected, "shard_code_version", "stored_frames")}
+            clip_ids = f["clip_id"].asstr()[()]
+        fix = f"delete {path.parent}/ (or run snakemake --forcerun features) to compute it again"
+        wrong = [
+            f"{key} {attrs[key]!r}, expected {value!r}"
+            for key, value in expected.items()
+            if str(attrs[key]) != str(value)
+        ]
+        if wrong:
+            raise ValueError(f"{path} holds features of another backbone or code: {wrong}; {fix}")
+        with h5py.File(shards[name], "r") as f:
+            same = (
+                str(attrs["shard_code_version"]) == str(f.attrs["code_version"])
+                and int(attrs["stored_frames"]) == int(f["frames"].shape[1])
+                and list(clip_ids) == list(f["clip_id"].asstr()[()])
+            )
+        if not same:
+            raise ValueError(f"{path} was computed from other frames than {shards[name]}; {fix}")
 
 
 def frame_features(backbone, clips: np.ndarray) -> np.ndarray:

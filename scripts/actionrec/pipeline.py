@@ -213,7 +213,8 @@ def load_features(data: Data, table: pd.DataFrame) -> np.ndarray:
 
 def data_fingerprint(data: Data) -> dict:
     """What a training's data depend on: the split's content, the clips'
-    geometry and sampling, and the cached features' provenance."""
+    geometry and sampling, the cached features' provenance, and every shard
+    and feature file's size and modification time."""
     out = {
         "split_sha256": hashlib.sha256(data.split.read_bytes()).hexdigest(),
         "num_classes": data.num_classes,
@@ -223,6 +224,11 @@ def data_fingerprint(data: Data) -> dict:
             with h5py.File(files[min(files)], "r") as f:
                 attrs = {k: v for k, v in f.attrs.items() if k != "source_paths"}
             out[kind] = {k: np.asarray(v).tolist() for k, v in sorted(attrs.items())}
+            # Each file as written: re-extracted or recomputed files are other data.
+            out[f"{kind}_files"] = {
+                name: [path.stat().st_size, path.stat().st_mtime_ns]
+                for name, path in sorted(files.items())
+            }
     return out
 
 

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .provenance import read_json_state, write_json_atomic
+
 log = logging.getLogger(__name__)
 
 # What a stage's history.tsv rows hold, in this order.
@@ -43,39 +45,63 @@ HISTORY_COLUMNS = [
 
 
 def prepare_work_dir(work_dir: Path, fingerprint: dict) -> None:
-    """Keep an interrupted run's state only if it trained the same thing."""
+    """Keep an interrupted run's state only if it trained the same thing:
+    same settings, data, backbone files, devices and libraries."""
     path = work_dir / "fingerprint.json"
+    expected = json.loads(json.dumps(fingerprint, default=str))
     if work_dir.exists():
-        if path.exists() and json.loads(path.read_text()) == fingerprint:
+        if read_json_state(path) == expected:
             return
         log.warning("%s holds an interrupted run of other settings: starting afresh", work_dir)
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
-    path.write_text(json.dumps(fingerprint, indent=1, default=str))
+    write_json_atomic(path, expected)
 
 
 def epochs_done(stage_dir: Path) -> int:
-    """Epochs an interrupted stage finished, by its backup."""
+    """Epochs an interrupted stage finished, by its backup. A backup whose
+    record cannot be read is discarded: the stage starts afresh."""
     meta = stage_dir / "backup" / "training_metadata.json"
-    return int(json.loads(meta.read_text())["epoch"]) if meta.exists() else 0
+    if not meta.exists():
+        return 0
+    state = read_json_state(meta)
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        discard_stage(stage_dir)
+        return 0
+    return state["epoch"]
 
 
-def finished_rows(stage_dir: Path, done: int) -> list[dict]:
+def discard_stage(stage_dir: Path) -> None:
+    """Remove an interrupted stage's state, so that it starts afresh."""
+    shutil.rmtree(stage_dir / "backup", ignore_errors=True)
+    for name in ("best.weights.h5", "history.csv"):
+        (stage_dir / name).unlink(missing_ok=True)
+
+
+def finished_rows(stage_dir: Path, done: int) -> list[dict] | None:
     """The history rows of the ``done`` epochs the backup holds. The log may
     hold one more (killed between the two writes) or a row cut short; it is
-    rewritten to hold exactly these, so that appending continues cleanly."""
+    rewritten to hold exactly these, so that appending continues cleanly.
+    None, with a warning, when the log does not hold them all."""
     path = stage_dir / "history.csv"
     if not path.exists() or done == 0:
         path.unlink(missing_ok=True)
         return []
-    rows = pd.read_csv(path, on_bad_lines="skip")
-    rows = rows[pd.to_numeric(rows["epoch"], errors="coerce") < done]
+    try:
+        rows = pd.read_csv(path, on_bad_lines="skip")
+        rows = rows[pd.to_numeric(rows["epoch"], errors="coerce") < done]
+    except (ValueError, KeyError) as err:  # empty, or not this log at all
+        log.warning("%s cannot be read (%s)", path, err)
+        return None
     rows = rows.drop_duplicates("epoch", keep="last").sort_values("epoch")
     if len(rows) != done:
-        raise RuntimeError(
-            f"{path} records {len(rows)} finished epochs but the backup is at epoch {done}; "
-            f"delete {stage_dir.parent} to start this training afresh"
+        log.warning(
+            "%s records %d finished epochs but the backup is at epoch %d",
+            path,
+            len(rows),
+            done,
         )
+        return None
     rows.to_csv(path, index=False)
     return rows.to_dict("records")
 
@@ -228,9 +254,13 @@ def fit_resumable(
     history_csv, best_path = stage_dir / "history.csv", stage_dir / "best.weights.h5"
     finished = stage_dir / "finished.json"
     start_weights = model.get_weights()
-    if not finished.exists():
+    if read_json_state(finished) is None:
         done = epochs_done(stage_dir)
         past = finished_rows(stage_dir, done)
+        if past is None:
+            log.warning("%s: the interrupted stage's state disagrees; it starts afresh", stage_dir)
+            discard_stage(stage_dir)
+            done, past = 0, []
         stopper = ResumedEarlyStopping(past, monitor=monitor, patience=patience, baseline=baseline)
         if done:
             log.info("resuming after epoch %d of an interrupted run", done)
@@ -290,7 +320,7 @@ def fit_resumable(
     history = history.reindex(columns=HISTORY_COLUMNS)
     history["collapsed"] = history["collapsed"].fillna(0).astype(float) > 0
     summary["collapsed"] = bool(history["collapsed"].any())
-    finished.write_text(json.dumps(summary))
+    write_json_atomic(finished, summary)
     return history, summary
 
 

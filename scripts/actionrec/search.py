@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .provenance import read_json_state, write_json_atomic
 from .settings import with_defaults
 from .tables import read_tsv, write_tsv
 
@@ -118,17 +119,17 @@ def bayes_search(
     """
     work_dir = Path(work_dir)
     trials_tsv, state = work_dir / "trials.tsv", work_dir / "trials.json"
-    fingerprint = json.loads(json.dumps(_fingerprint(settings, seed, context or {})))
-    done = pd.DataFrame(columns=TRIAL_COLUMNS)
-    if trials_tsv.exists() and state.exists() and json.loads(state.read_text()) == fingerprint:
-        done = read_tsv(trials_tsv)
+    fingerprint = json.loads(json.dumps(_fingerprint(settings, seed, context or {}), default=str))
+    done = _finished_trials(trials_tsv) if read_json_state(state) == fingerprint else None
+    if done is not None:
         log.info("resuming the Bayesian search after %d finished trials", len(done))
     else:
         if work_dir.exists():
             log.warning("%s holds a search of other settings or data: starting afresh", work_dir)
             shutil.rmtree(work_dir)
         work_dir.mkdir(parents=True)
-        state.write_text(json.dumps(fingerprint, indent=1))
+        write_json_atomic(state, fingerprint)
+        done = pd.DataFrame(columns=TRIAL_COLUMNS)
         write_tsv(done, trials_tsv)
     opt = make_optimizer(settings, seed)
     # Replay one at a time, in order: the optimizer ends in the state it had.
@@ -152,6 +153,26 @@ def bayes_search(
         )
     shutil.rmtree(work_dir)
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def _finished_trials(path: Path) -> pd.DataFrame | None:
+    """The trials an interrupted search finished, or None (with a warning)
+    when the table is missing or not one this search wrote."""
+    try:
+        table = read_tsv(path)
+    except (OSError, ValueError) as err:
+        log.warning("%s cannot be read (%s): the search starts afresh", path, err)
+        return None
+    if list(table.columns) != TRIAL_COLUMNS:
+        log.warning("%s is not a table of finished trials: the search starts afresh", path)
+        return None
+    # A diverged trial's loss is empty (NaN); every other field is a number.
+    table = table.apply(pd.to_numeric, errors="coerce")
+    whole = table[["trial", "lr", "epoch", "seconds"]].notna().all(axis=1)
+    if not whole.all() or table["trial"].tolist() != list(range(1, len(table) + 1)):
+        log.warning("%s holds a trial cut short: the search starts afresh", path)
+        return None
+    return table
 
 
 def gather_grid(point_files: list[str | os.PathLike]) -> pd.DataFrame:

@@ -45,3 +45,14 @@ def with_defaults(section: str, values: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+# The train keys a search trial sets itself (run_trial): it reads every other.
+TRIAL_SETS = ("lr", "max_epochs", "patience", "evaluate_test", "train_fraction", "finetune")
+# The train keys a comparison job sets itself (compare_backbone).
+COMPARE_SETS = ("backbone", "head", "max_epochs", "patience", "train_fraction")
+
+
+def without(section: dict, keys: tuple[str, ...]) -> dict:
+    """``section`` less ``keys``: what a job that sets those keys itself reads."""
+    return {k: v for k, v in section.items() if k not in keys}

@@ -41,6 +41,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .catalog import is_pretrained, uses_feature_cache, weights_for
+from .features import check_cache, provenance
 from .model import backbone_of, build_head, build_model, head_of, set_backbone_trainable
 from .pipeline import (
     Augment,
@@ -51,6 +52,7 @@ from .pipeline import (
     shard_geometry,
     steps_per_epoch,
 )
+from .provenance import library_versions
 from .resume import HISTORY_COLUMNS, TestEvaluation, fit_resumable, prepare_work_dir
 from .search import SearchSettings
 from .settings import with_defaults
@@ -165,6 +167,18 @@ def _on(setting: str | bool, gpu: bool) -> bool:
     return gpu if setting == "auto" else bool(setting)
 
 
+def resolved_devices(cfg: TrainConfig) -> dict:
+    """What a training resolves to on this machine: GPUs, replicas (one per
+    GPU when there are several), mixed precision and XLA."""
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return {
+        "gpus": gpus,
+        "replicas": gpus if gpus > 1 else 1,
+        "mixed_precision": _on(cfg.mixed_precision, gpus > 0),
+        "xla": _on(cfg.xla, gpus > 0),
+    }
+
+
 def configure_devices(
     cfg: TrainConfig, threads: int | None = None
 ) -> tuple[tf.distribute.Strategy, bool]:
@@ -173,22 +187,32 @@ def configure_devices(
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
     keras.utils.set_random_seed(cfg.seed)
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
+    devices = resolved_devices(cfg)
+    if not devices["gpus"]:
         # Reproducible weights on CPU; GPU kernels are left fast.
         tf.config.experimental.enable_op_determinism()
-    mixed = _on(cfg.mixed_precision, bool(gpus))
+    mixed, xla = devices["mixed_precision"], devices["xla"]
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    xla = _on(cfg.xla, bool(gpus))
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    several = devices["replicas"] > 1
+    strategy = tf.distribute.MirroredStrategy() if several else tf.distribute.get_strategy()
     log.info(
         "devices: %d GPU(s); mixed precision %s; XLA %s; %s",
-        len(gpus),
+        devices["gpus"],
         "on" if mixed else "off",
         "on" if xla else "off",
         type(strategy).__name__,
     )
     return strategy, xla
+
+
+def environment(cfg: TrainConfig) -> dict:
+    """What a training's numbers depend on besides its settings and data: the
+    backbone's files by content, the devices it resolves to, the libraries."""
+    return {
+        "backbone": provenance(cfg.backbone, cfg.weights),
+        "devices": resolved_devices(cfg),
+        "libraries": library_versions(),
+    }
 
 
 def make_loss(cfg: TrainConfig) -> keras.losses.Loss:
@@ -232,12 +256,17 @@ def train(
     return the head alone, without the backbone (a search trial needs no
     clip model)."""
     work_dir = Path(work_dir)
-    prepare_work_dir(work_dir, {"config": dataclasses.asdict(cfg), "data": data_fingerprint(data)})
+    stages = plan_stages(cfg, data)
+    if any(s.features for s in stages):
+        check_cache(data.features, data.shards, cfg.backbone, cfg.weights)
+    prepare_work_dir(
+        work_dir,
+        {"config": dataclasses.asdict(cfg), "data": data_fingerprint(data), **environment(cfg)},
+    )
     strategy, xla = configure_devices(cfg, threads)
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     first_shard = clip_table(data.split, "train")["shard"].iloc[0]
     frames, size = shard_geometry(data.shards[first_shard])
-    stages = plan_stages(cfg, data)
     head_only = head_only and all(s.features for s in stages)
     with strategy.scope():
         if head_only:

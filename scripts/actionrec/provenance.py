@@ -1,0 +1,118 @@
+"""What a result was made from, by content: file digests, the code of the
+package modules a job runs, library versions; and state files that a kill
+cannot leave half written.
+
+Standard library only: the Snakefile calls it when it builds the DAG, where
+TensorFlow has no place.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+import logging
+import os
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).resolve().parent
+# The libraries whose numbers end up in a model, a feature or a trial.
+LIBRARIES = ("tensorflow", "keras", "numpy", "h5py", "scikit-learn", "scikit-optimize")
+
+
+@functools.cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (computed once per process and version
+    of the file)."""
+    stat = os.stat(path)
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _imported_modules(path: Path, package: Path) -> set[str]:
+    """The modules of ``package`` that the file at ``path`` imports, at any
+    depth of the file (imports inside functions count)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    inside = path.parent == package
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("actionrec.")}
+        elif isinstance(node, ast.ImportFrom):
+            relative = node.level == 1 and inside
+            if node.module == "actionrec" or (relative and node.module is None):
+                found |= {a.name for a in node.names}
+            elif node.module and node.module.startswith("actionrec."):
+                found.add(node.module.split(".")[1])
+            elif relative:
+                found.add(node.module.split(".")[0])
+    return {name for name in found if (package / f"{name}.py").is_file()}
+
+
+def modules_of(script: str | os.PathLike) -> list[Path]:
+    """The script and every module of the package beside it (or around it)
+    that it imports, directly or through other modules, sorted."""
+    script = Path(script).resolve()
+    package = script.parent if script.parent.name == PACKAGE.name else script.parent / PACKAGE.name
+    todo, seen = [script], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo.extend(package / f"{name}.py" for name in _imported_modules(path, package))
+    return sorted(seen | {package / "__init__.py"})
+
+
+def code_digest(script: str | os.PathLike) -> str:
+    """A digest of the code a script runs: its own text and that of every
+    package module it imports. An edit to any of them changes it."""
+    digest = hashlib.sha256()
+    for path in modules_of(script):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that compute the numbers."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def write_json_atomic(path: str | os.PathLike, value) -> None:
+    """Write JSON under a temporary name, then rename: a kill leaves the old
+    file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(value, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json_state(path: str | os.PathLike):
+    """A state file's value, or None when it is missing or unreadable (cut
+    short, or not JSON): state that cannot be read is discarded, with a
+    warning, never a reason to fail."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s cannot be read (%s): it is discarded", path, err)
+        return None
