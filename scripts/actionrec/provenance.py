@@ -43,6 +43,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 def _imported_modules(path: Path, package: Path) -> set[str]:
     """The modules of ``package`` that the file at ``path`` imports, at any
     depth of the file (imports inside functions count)."""
+    stat = path.stat()
+    return _parsed_imports(path, package, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _parsed_imports(path: Path, package: Path, size: int, mtime_ns: int) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     inside = path.parent == package
     found = set()
