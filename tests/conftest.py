@@ -66,6 +66,8 @@ def tiny_run(tmp_path_factory) -> Path:
     shutil.copy(Path(__file__).with_name("tiny.yaml"), workdir / "tiny.yaml")
     out = snakemake(workdir, "--configfile", "tiny.yaml", timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
+    # What the user saw: for the tests of the console.
+    (workdir / "console.txt").write_text(out.stdout + out.stderr)
     return workdir
 
 

@@ -303,3 +303,15 @@ def test_backbone_comparison_is_part_of_the_run(tiny_run):
     for name in ("accuracy_per_epoch.png", "accuracy_vs_time.png"):
         assert (compare / "figures" / name).stat().st_size > 0
     assert not (compare / "work").exists()
+
+
+# Lines TensorFlow prints on every start (CPU features, oneDNN, no CUDA driver).
+STARTUP_LINES = ("oneDNN custom operations", "cpu_feature_guard", "cuInit", "absl::InitializeLog")
+
+
+def test_the_console_and_logs_hold_no_start_up_noise(tiny_run):
+    texts = {"console": (tiny_run / "console.txt").read_text()}
+    texts.update({str(p): p.read_text() for p in (tiny_run / "logs").rglob("*.log")})
+    assert any("logs/train/train.log" in name for name in texts)
+    noisy = {name: line for name, text in texts.items() for line in STARTUP_LINES if line in text}
+    assert not noisy, noisy

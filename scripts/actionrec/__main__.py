@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
+from . import __version__
 from .catalog import EXPORT_FORMATS
+from .logs import quiet_startup
 from .settings import defaults
 from .video import RESIZE_MODES
 
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="actionrec",
         description="Recognise actions in video with a model this workflow trained.",
     )
+    parser.add_argument("--version", action="version", version=f"actionrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -59,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="*", help="video files, or folders to search for videos")
     _model_arguments(p)
     p.add_argument("--top", type=int, default=5, help="classes to print per video (default 5)")
+    p.add_argument(
+        "--extensions",
+        nargs="+",
+        default=defaults("data")["extensions"],
+        metavar="EXT",
+        help="file endings taken as videos in a folder (default: data.extensions, "
+        f"{' '.join(defaults('data')['extensions'])}, as the workflow takes them)",
+    )
     p.add_argument(
         "--window-seconds",
         type=float,
@@ -261,7 +271,7 @@ def predict_command(args) -> int:
 
             table = predict_videos(
                 args.model,
-                find_videos(args.videos),
+                find_videos(args.videos, args.extensions),
                 classes=read_classes(args.classes) if args.classes else None,
                 top=args.top,
                 window_seconds=args.window_seconds or 10.0,
@@ -385,7 +395,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_startup()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     return COMMANDS[args.command](args)
 

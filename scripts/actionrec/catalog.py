@@ -52,9 +52,6 @@ ORDER_PAIRS = (
 )
 # Serving formats of rule export (and actionrec export), in the order written.
 EXPORT_FORMATS = ("saved_model", "litert", "onnx", "openvino")
-# File endings the predict command takes as videos when it searches a folder.
-# (The manifest takes data.extensions, whose default is in config/schema.yaml.)
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
 
 
 def is_backbone_file(backbone: str) -> bool:

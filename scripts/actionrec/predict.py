@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .catalog import VIDEO_EXTENSIONS
 from .scores import format_top
+from .settings import defaults
 from .manifest import read_classes
 from .video import BadVideo, find_ffmpeg, windows
 
@@ -31,11 +31,13 @@ COLUMNS = ["video", "status", "windows", "frames", "predicted", "probability", "
 
 
 def find_videos(
-    paths: Iterable[str | os.PathLike], extensions: Iterable[str] = VIDEO_EXTENSIONS
+    paths: Iterable[str | os.PathLike], extensions: Iterable[str] | None = None
 ) -> list[Path]:
-    """The given files, and the videos under the given folders (sorted).
-    Paths that do not exist are kept, so that they are reported."""
-    exts = {e.lower() for e in extensions}
+    """The given files, and the videos under the given folders (sorted): the
+    files whose ending is one of ``extensions`` (data.extensions, its default
+    when None, as the manifest takes them). Paths that do not exist are kept,
+    so that they are reported."""
+    exts = {e.lower() for e in (extensions or defaults("data")["extensions"])}
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():

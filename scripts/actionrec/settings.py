@@ -1,7 +1,9 @@
 """Config defaults, read from config/schema.yaml: the one place they are written.
 
 Snakemake fills a run's config from the same schema; code that runs outside
-Snakemake (tests, benchmarks, the command line) fills a section here.
+Snakemake (tests, benchmarks, the command line) fills a section here. The
+package carries the schema (``actionrec/schema.yaml``, in the checkout a link to
+config/schema.yaml), so that an installed package reads it wherever it is.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+SCHEMA = Path(__file__).with_name("schema.yaml")
 
 
 @functools.cache
