@@ -120,7 +120,13 @@ def main() -> None:
         wall, cpu = time.perf_counter(), cpu_seconds()
         futures = [
             pool.submit(
-                extract_shard, r, s, t, args.frames, args.size, compression=args.compression
+                extract_shard,
+                r,
+                s,
+                t,
+                frames=args.frames,
+                size=args.size,
+                compression=args.compression,
             )
             for r, s, t in jobs
         ]

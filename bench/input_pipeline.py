@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from actionrec.model import build_model  # noqa: E402
-from actionrec.pipeline import clip_table, make_dataset, shard_geometry  # noqa: E402
+from actionrec.pipeline import Data, clip_table, make_dataset, shard_geometry  # noqa: E402
 from actionrec.tables import read_tsv  # noqa: E402
 
 
@@ -43,6 +43,8 @@ def tutorial_frames(path: str, n_frames: int, size: int, frame_step: int = 15) -
     )
     src.set(cv2.CAP_PROP_POS_FRAMES, start)
     ret, frame = src.read()
+    if not ret:
+        raise SystemExit(f"OpenCV cannot read a frame of {path}")
     result.append(format_frame(frame, size))
     for _ in range(n_frames - 1):
         for _ in range(frame_step):
@@ -65,13 +67,14 @@ def main() -> None:
     args = ap.parse_args()
     split_tsv, shard_dir = args.data / "split.tsv", args.data / "shards"
     table = clip_table(split_tsv, "train")
-    frames, size = shard_geometry(shard_dir, table["shard"].iloc[0])
     manifest = read_tsv(args.data / "manifest.tsv").set_index("clip_id")
     num_classes = int(manifest["label"].max()) + 1
+    data = Data.of(split_tsv, shard_dir, num_classes)
+    frames, size = shard_geometry(data.shards[table["shard"].iloc[0]])
     n = len(table)
     print(f"{n} train clips, T={frames}, S={size}, batch {args.batch}")
 
-    ds = make_dataset(split_tsv, shard_dir, "train", num_classes, args.batch, shuffle=True)
+    ds = make_dataset(data, "train", args.batch, shuffle=True)
     for _ in ds:  # warm the page cache and tf.data
         pass
     start = time.perf_counter()
@@ -79,7 +82,9 @@ def main() -> None:
         pass
     pipeline = n / (time.perf_counter() - start)
 
-    paths = manifest.loc[table["clip_id"], "path"].tolist()
+    # The manifest's paths are relative to the run's folder (the one holding results/).
+    run = args.data.resolve().parents[1]
+    paths = [str(run / p) for p in manifest.loc[table["clip_id"], "path"]]
     tutorial_frames(paths[0], frames, size)
     start = time.perf_counter()
     for p in paths:

@@ -29,3 +29,33 @@ def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
     mean = next(line for line in table.splitlines() if line.startswith("| mean"))
     accuracies = [float(cell) for cell in mean.strip("|").split("|")[2:]]
     assert len(accuracies) == 8 and all(0 <= a <= 1 for a in accuracies)
+
+
+def bench(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, str(REPO / "bench" / script)]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True)
+
+
+def test_the_extraction_benchmark_runs(tiny_data):
+    videos = tiny_data["split"].parent / "videos"
+    out = bench(
+        "extract_throughput.py",
+        "--clips",
+        str(videos),
+        "--frames",
+        "4",
+        "--size",
+        "32",
+        "--repeat",
+        "1",
+        "--workers",
+        "2",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "decode_clip (1 thread)" in out.stdout and "shards on 2 workers" in out.stdout
+
+
+def test_the_input_pipeline_benchmark_runs(tiny_run):
+    out = bench("input_pipeline.py", "--data", str(tiny_run / "results/data"), "--steps", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "tf.data from HDF5 shards" in out.stdout and "training consumes" in out.stdout
