@@ -9,7 +9,7 @@ from snakemake.exceptions import IncompleteCheckpointException
 
 SCRIPTS = Path(workflow.basedir) / "scripts"
 sys.path.insert(0, str(SCRIPTS))
-from actionrec import catalog, provenance, settings
+from actionrec import catalog, provenance, report_intro, settings
 
 DEMO_ROOT = "results/demo/UCF-101"
 SHARD_DIR = "results/data/shards"

@@ -15,18 +15,21 @@ rule evaluate:
             caption="../report/predictions.rst",
             category="Final model",
             subcategory="Tables",
+            labels={"table": "predictions", "split": "test"},
         ),
         per_class=report(
             "results/final/per_class.tsv",
             caption="../report/per_class.rst",
             category="Final model",
             subcategory="Tables",
+            labels={"table": "per-class precision, recall and F1", "split": "test"},
         ),
         metrics=report(
             "results/final/metrics.json",
             caption="../report/metrics.rst",
             category="Final model",
             subcategory="Tables",
+            labels=report_intro.metrics_labels,
         ),
     log:
         "logs/evaluate/evaluate.log",
@@ -60,24 +63,28 @@ rule figures:
             caption="../report/per_class_f1.rst",
             category="Final model",
             subcategory="Figures",
+            labels={"figure": "per-class F1", "split": "test"},
         ),
         curves=report(
             "results/final/figures/learning_curves.png",
             caption="../report/learning_curves.rst",
             category="Final model",
             subcategory="Figures",
+            labels={"figure": "learning curves", "split": "train, val, test"},
         ),
         confusion=report(
             "results/final/figures/confusion_matrix.png",
             caption="../report/confusion_matrix.rst",
             category="Final model",
             subcategory="Figures",
+            labels={"figure": "confusion matrix", "split": "test"},
         ),
         pairs=report(
             "results/final/figures/confused_pairs.png",
             caption="../report/confused_pairs.rst",
             category="Final model",
             subcategory="Figures",
+            labels={"figure": "most confused pairs", "split": "test"},
         ),
         pairs_table="results/final/confused_pairs.tsv",
     log:
@@ -108,6 +115,7 @@ rule model_card:
             caption="../report/model_card.rst",
             category="Final model",
             subcategory="Tables",
+            labels={"table": "model card", "split": "train, val, test"},
         ),
     log:
         "logs/evaluate/model_card.log",
@@ -164,6 +172,7 @@ rule export:
             "results/export/summary.tsv",
             caption="../report/export.rst",
             category="Export",
+            labels={"table": "exported models against the .keras model", "split": "test"},
         ),
     log:
         "logs/export/export.log",
@@ -197,6 +206,7 @@ rule explain:
             caption="../report/explain.rst",
             category="Final model",
             subcategory="Explanations",
+            labels={"figure": "explanation of {clip}", "split": "test"},
         ),
     log:
         "logs/evaluate/explain.log",

@@ -18,11 +18,15 @@ rule search_bayes:
             "results/search/bayes.tsv",
             caption="../report/search_bayes.rst",
             category="Learning-rate search",
+            subcategory="Tables",
+            labels={"table": "Bayesian search trials", "split": "val"},
         ),
         figure=report(
             "results/search/figures/bayes_convergence.png",
             caption="../report/search_bayes.rst",
             category="Learning-rate search",
+            subcategory="Figures",
+            labels={"figure": "Bayesian search convergence", "split": "val"},
         ),
     log:
         "logs/search/bayes.log",
@@ -87,11 +91,15 @@ rule search_grid:
             "results/search/grid.tsv",
             caption="../report/search_grid.rst",
             category="Learning-rate search",
+            subcategory="Tables",
+            labels={"table": "grid search points", "split": "val"},
         ),
         figure=report(
             "results/search/figures/grid.png",
             caption="../report/search_grid.rst",
             category="Learning-rate search",
+            subcategory="Figures",
+            labels={"figure": "grid search", "split": "val"},
         ),
     log:
         "logs/search/grid.log",
@@ -115,6 +123,8 @@ checkpoint best_lr:
             "results/search/best_lr.json",
             caption="../report/best_lr.rst",
             category="Learning-rate search",
+            subcategory="Tables",
+            labels={"table": "chosen learning rate", "split": "val"},
         ),
     log:
         "logs/search/best_lr.log",
