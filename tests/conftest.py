@@ -1,7 +1,10 @@
+import atexit
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,10 +56,33 @@ def snakemake_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """snakemake on 2 cores in ``workdir``, bounded by ``timeout`` seconds."""
+@functools.cache
+def _failing_slurm_tools() -> str:
+    """A temporary folder of stand-ins for SLURM's client tools that fail at
+    once. Where the real ones are installed (the SLURM test installs them) but
+    no controller runs, each snakemake start waits about 9 s for them: its
+    SLURM plugin asks them for the cluster's settings as it loads."""
+    folder = Path(tempfile.mkdtemp(prefix="no-slurm-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for tool in ("scontrol", "sinfo", "sacct", "squeue"):
+        (folder / tool).write_text("#!/bin/sh\nexit 1\n")
+        (folder / tool).chmod(0o755)
+    return str(folder)
+
+
+def local_env() -> dict[str, str]:
+    """The environment of a snakemake run on this machine, not on SLURM."""
+    return {**os.environ, "PATH": _failing_slurm_tools() + os.pathsep + os.environ["PATH"]}
+
+
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 300, slurm: bool = False
+) -> subprocess.CompletedProcess:
+    """snakemake on 2 cores in ``workdir``, bounded by ``timeout`` seconds
+    (``slurm``: with SLURM's tools, for a run submitted to the cluster)."""
     cmd = ["timeout", "-k", "10", str(timeout), *snakemake_cmd(), "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    env = None if slurm else local_env()
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import pytest
 
 from actionrec.tables import read_tsv
 from conftest import SHORT_ARGS as ARGS
+from conftest import local_env, snakemake, snakemake_cmd
 from conftest import short_workflow as prepared
-from conftest import snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.workflow
 
@@ -34,7 +34,12 @@ def kill_when(workdir: Path, ready, timeout: float = 300) -> None:
     cmd = [*snakemake_cmd(), "--cores", "2", *ARGS]
     log = open(workdir / "killed_run.log", "w")
     proc = subprocess.Popen(
-        cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=local_env(),
     )
     deadline = time.monotonic() + timeout
     try:

@@ -60,6 +60,7 @@ def slurm_run(cluster, tmp_path_factory):
         "--slurm-init-seconds-before-status-checks",
         "1",
         timeout=900,
+        slurm=True,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return workdir, out, since

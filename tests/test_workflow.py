@@ -11,7 +11,14 @@ import h5py
 import pytest
 
 from actionrec.tables import read_tsv
-from conftest import REPO, copy_workflow, make_backbone_file, snakemake, snakemake_cmd
+from conftest import (
+    REPO,
+    copy_workflow,
+    local_env,
+    make_backbone_file,
+    snakemake,
+    snakemake_cmd,
+)
 
 pytestmark = pytest.mark.workflow
 
@@ -273,7 +280,9 @@ def tool(name: str) -> str:
 
 
 def test_lint_and_format_are_clean():
-    lint = subprocess.run([*snakemake_cmd(), "--lint"], cwd=REPO, capture_output=True, text=True)
+    lint = subprocess.run(
+        [*snakemake_cmd(), "--lint"], cwd=REPO, capture_output=True, text=True, env=local_env()
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     for cmd in (
         ["snakefmt", "--check", "."],
