@@ -225,10 +225,8 @@ def data_fingerprint(data: Data) -> dict:
                 attrs = {k: v for k, v in f.attrs.items() if k != "source_paths"}
             out[kind] = {k: np.asarray(v).tolist() for k, v in sorted(attrs.items())}
             # Each file as written: re-extracted or recomputed files are other data.
-            out[f"{kind}_files"] = {
-                name: [path.stat().st_size, path.stat().st_mtime_ns]
-                for name, path in sorted(files.items())
-            }
+            stats = {name: path.stat() for name, path in sorted(files.items())}
+            out[f"{kind}_files"] = {n: [st.st_size, st.st_mtime_ns] for n, st in stats.items()}
     return out
 
 
