@@ -25,7 +25,7 @@ train.label_smoothing, train.augment); the frozen head's rate is fixed
 (--lr) rather than searched.
 
     python bench/recipe.py [--clips UCF-101] [--backbone FILE.keras] [--frames 8]
-        [--per-segment 4] [--size 224] [--seeds 5] [--finetune-epochs N]
+        [--per-segment 4] [--size 224] [--seeds 5 | --seed K ...] [--finetune-epochs N]
         [--work DIR] [--out TABLE.md] [--train finetune.lr=1e-4 ...]
 
 Defaults: the real UCF101 clips of three actions and the ImageNet-pretrained
@@ -50,14 +50,10 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+from real import REPO, add_clip_arguments, check_inputs, setup_line  # noqa: E402
 
 from actionrec.pipeline import Layout, shard_layout  # noqa: E402
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-LITE0 = SHARED / "models/efficientnet-lite0-imagenet/backbone.keras"
-CLIPS = SHARED / "data/ucf101-real3-train/UCF-101"
 
 COLUMNS = {
     "logreg": "logistic regression",
@@ -169,16 +165,27 @@ def logistic_regression(data, split_tsv: Path, offset: int | None) -> float:
             feats = feats[:, offset::k]
         return feats.mean(axis=1), table["label"]
 
-    (x, y), (x_test, y_test) = part("train"), part("test")
+    (x, y), (x_test, _) = part("train"), part("test")
     model = LogisticRegression(max_iter=5000).fit(x, y)
-    return float((model.predict(x_test) == y_test).mean())
+    return scored(clip_table(split_tsv, "test"), model.predict(x_test))
 
 
-def accuracy(model, data, **options) -> float:
+def scored(clips: pd.DataFrame, predicted: np.ndarray) -> tuple[float, str]:
+    """Test accuracy, and the wrong clips by source video (group): "g: wrong/clips"."""
+    right = predicted == clips["label"].to_numpy()
+    by_group = pd.DataFrame({"group": clips["group"], "wrong": ~right}).groupby("group")["wrong"]
+    wrong = by_group.agg(["sum", "size"])
+    wrong = wrong[wrong["sum"] > 0]
+    return float(right.mean()), ", ".join(
+        f"{group} {int(r['sum'])}/{int(r['size'])}" for group, r in wrong.iterrows()
+    )
+
+
+def accuracy(model, data, **options) -> tuple[float, str]:
     from actionrec.evaluate import predict_split
 
     clips, probs = predict_split(model, data, "test", 8, **options)
-    return float((probs.argmax(axis=1) == clips["label"].to_numpy()).mean())
+    return scored(clips, probs.argmax(axis=1))
 
 
 def run_split(seed: int, args, report, shard, features, middle, work: Path) -> tuple[dict, list]:
@@ -206,8 +213,9 @@ def run_split(seed: int, args, report, shard, features, middle, work: Path) -> t
     frozen_only = {**base, "finetune": {**recipe["finetune"], "blocks": 0}}
     row = {"seed": seed, "test_clips": int((split["split"] == "test").sum())}
     k = args.per_segment
-    row["logreg"] = logistic_regression(sampled, split_tsv, k // 2)
-    row["logreg_all"] = logistic_regression(sampled, split_tsv, None)
+    row["logreg"], wrong = logistic_regression(sampled, split_tsv, k // 2)
+    row["logreg_all"], _ = logistic_regression(sampled, split_tsv, None)
+    wrong_groups = {"seed": seed, "logistic regression": wrong}
     seconds = {}
 
     def fit(data, section, name):
@@ -221,11 +229,11 @@ def run_split(seed: int, args, report, shard, features, middle, work: Path) -> t
     from actionrec.model import head_of
 
     model, _ = fit(fixed, frozen_only, "frozen")
-    row["frozen"] = accuracy(head_of(model), fixed, features=True)
+    row["frozen"], _ = accuracy(head_of(model), fixed, features=True)
     model, _ = fit(sampled, frozen_only, "sampled")
     head = head_of(model)
-    row["sampled"] = accuracy(head, sampled, features=True)
-    row["sampled_views"] = accuracy(head, sampled, features=True, views=k)
+    row["sampled"], _ = accuracy(head, sampled, features=True)
+    row["sampled_views"], _ = accuracy(head, sampled, features=True, views=k)
     curves = []
     if args.finetune_epochs:
         section = {
@@ -236,9 +244,11 @@ def run_split(seed: int, args, report, shard, features, middle, work: Path) -> t
         seconds["finetune"] -= seconds["sampled"]  # the same frozen stage, run again
         kept = history.loc[history["kept"], "stage"].item()
         start = time.perf_counter()
-        row["finetuned"] = accuracy(model, sampled)
-        row["finetuned_views"] = accuracy(model, sampled, views=k)
-        row["finetuned_crops"] = accuracy(model, sampled, views=k, crops=3)
+        row["finetuned"], _ = accuracy(model, sampled)
+        row["finetuned_views"], _ = accuracy(model, sampled, views=k)
+        row["finetuned_crops"], wrong_groups["the recipe"] = accuracy(
+            model, sampled, views=k, crops=3
+        )
         seconds["multi-view test"] = time.perf_counter() - start
         row["kept"] = kept
         for r in history[history["stage"] == "finetune"].itertuples():
@@ -255,17 +265,17 @@ def run_split(seed: int, args, report, shard, features, middle, work: Path) -> t
                 }
             )
     row.update({f"s_{name}": round(value, 1) for name, value in seconds.items()})
-    return row, curves
+    return row, curves, wrong_groups
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=Path, default=CLIPS)
-    parser.add_argument("--backbone", type=Path, default=LITE0)
-    parser.add_argument("--frames", type=int, default=8, help="T, segments (default 8)")
+    add_clip_arguments(parser)
     parser.add_argument("--per-segment", type=int, default=4, help="K, frames stored a segment")
-    parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seeds", type=int, default=5, help="group splits (seeds 0..N-1)")
+    parser.add_argument(
+        "--seed", type=int, action="append", help="only these splits (repeatable; not --seeds)"
+    )
     parser.add_argument(
         "--finetune-epochs",
         type=int,
@@ -288,18 +298,14 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(args.threads, 2))
-    for what, path in (("clips", args.clips), ("backbone", args.backbone)):
-        if not path.exists():
-            raise SystemExit(f"--{what} {path} does not exist")
+    check_inputs(args)
     work = args.work or Path(tempfile.mkdtemp(prefix="recipe-"))
     report, shard, features, prep = prepare(args, work)
     middle = middle_view(shard, features, work / "middle")
     ok = report[report["status"] == "ok"]
     print(
         f"{len(ok)} clips of {ok['class'].nunique()} classes, T={args.frames} segments x "
-        f"K={args.per_segment} stored frames, S={args.size}, backbone {args.backbone.name} "
-        f"({args.backbone.parent.name})"
-        + "".join(f"; {name} {value:.1f} s" for name, value in prep.items()),
+        f"K={args.per_segment} stored frames, " + setup_line(args, prep),
         flush=True,
     )
     recipe = recipe_settings(args.train)
@@ -311,21 +317,23 @@ def main() -> None:
         f"frozen head lr {args.lr}",
         flush=True,
     )
-    rows, curves = [], []
-    for seed in range(args.seeds):
-        row, curve = run_split(seed, args, report, shard, features, middle, work)
+    rows, curves, wrong = [], [], []
+    for seed in args.seed or range(args.seeds):
+        row, curve, wrong_groups = run_split(seed, args, report, shard, features, middle, work)
         rows.append(row)
         curves.extend(curve)
+        wrong.append(wrong_groups)
         shown = "  ".join(f"{key} {row[key]:.3f}" for key in COLUMNS if key in row)
         print(f"seed {seed} ({row['test_clips']} test clips): {shown}", flush=True)
-        text = tables(rows, curves)
+        text = tables(rows, curves, wrong)
         if args.out:  # after every split, so that a long run shows what it has
             args.out.write_text(text + "\n", encoding="utf-8")
     print("\n" + text)
 
 
-def tables(rows: list[dict], curves: list[dict]) -> str:
-    """The accuracy table (with the mean), the seconds and the fine-tuning curves."""
+def tables(rows: list[dict], curves: list[dict], wrong: list[dict]) -> str:
+    """The accuracy table (with the mean), the wrong test clips by source video,
+    the seconds and the fine-tuning curves."""
     table = pd.DataFrame(rows)
     accuracy_table = table[["seed", "test_clips", *[c for c in COLUMNS if c in table]]]
     mean = accuracy_table.mean(numeric_only=True).to_frame().T.assign(seed="mean")
@@ -336,6 +344,8 @@ def tables(rows: list[dict], curves: list[dict]) -> str:
     parts = [
         "Test accuracy per group split",
         accuracy_table.to_markdown(index=False),
+        "Wrong test clips by source video (group: wrong/clips)",
+        pd.DataFrame(wrong).to_markdown(index=False),
         "Seconds per stage",
         time_table.to_markdown(index=False),
     ]

@@ -39,12 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import numpy as np  # noqa: E402
+from real import SAMPLE, add_clip_arguments  # noqa: E402
 
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-LITE0 = SHARED / "models/efficientnet-lite0-imagenet/backbone.keras"
-CLIPS = SHARED / "data/ucf101-sample/UCF-101"
 
 
 def quiet():
@@ -106,10 +103,7 @@ def workflow_run(results: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", type=Path, default=LITE0)
-    parser.add_argument("--clips", type=Path, default=CLIPS)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
+    add_clip_arguments(parser, SAMPLE)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the timed trials")
     parser.add_argument("--seeds", type=int, default=10, help="group splits for accuracy")
     parser.add_argument("--finetune", type=int, default=0, help="splits also fine-tuned")

@@ -26,6 +26,8 @@ def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
     for column in ("logistic regression", "frozen + temporal sampling", "K views x 3 crops"):
         assert column in table
     assert "Fine-tuning, every epoch" in table and "'accumulate': 2" in out.stdout
+    wrong = table.split("Wrong test clips by source video")[1].split("Seconds per stage")[0]
+    assert "| logistic regression" in wrong and "| the recipe" in wrong
     mean = next(line for line in table.splitlines() if line.startswith("| mean"))
     accuracies = [float(cell) for cell in mean.strip("|").split("|")[2:]]
     assert len(accuracies) == 8 and all(0 <= a <= 1 for a in accuracies)

@@ -1,0 +1,34 @@
+"""What the benchmarks on real clips share: where ../shared keeps the clips and
+the ImageNet backbone (see each folder's README), and their common arguments."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+LITE0 = SHARED / "models/efficientnet-lite0-imagenet/backbone.keras"
+REAL3 = SHARED / "data/ucf101-real3-train/UCF-101"
+SAMPLE = SHARED / "data/ucf101-sample/UCF-101"
+
+
+def add_clip_arguments(parser: argparse.ArgumentParser, clips: Path = REAL3) -> None:
+    """--clips, --backbone, --frames and --size, with the shared defaults."""
+    parser.add_argument("--clips", type=Path, default=clips, help=f"default {clips}")
+    parser.add_argument("--backbone", type=Path, default=LITE0, help=f"default {LITE0}")
+    parser.add_argument("--frames", type=int, default=8, help="T, segments a clip (default 8)")
+    parser.add_argument("--size", type=int, default=224, help="S, pixels a side (default 224)")
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    for what, path in (("clips", args.clips), ("backbone", args.backbone)):
+        if not path.exists():
+            raise SystemExit(f"--{what} {path} does not exist")
+
+
+def setup_line(args: argparse.Namespace, seconds: dict[str, float]) -> str:
+    """S, the backbone and the one-time stages' seconds, for a benchmark's first line."""
+    return f"S={args.size}, backbone {args.backbone.name} ({args.backbone.parent.name})" + "".join(
+        f"; {name} {value:.1f} s" for name, value in seconds.items()
+    )
