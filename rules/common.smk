@@ -79,6 +79,12 @@ def check_config():
             "frames per segment"
         )
     check_backbone("train.backbone", config["train"]["backbone"])
+    if config["split"]["features"] is not None:
+        check_backbone("split.features", config["split"]["features"])
+    if config["split"]["groups"] == "discover" and not split_features_pretrained():
+        raise ValueError(
+            split_features_missing("split.groups: discover", ", or split.groups to names")
+        )
     for backbone in config["compare"]["backbones"]:
         check_backbone("compare.backbones", backbone)
     check_backbone_keys()
@@ -107,6 +113,7 @@ def check_backbone_keys():
     seen = {}
     entries = [("train.backbone", config["train"]["backbone"])]
     entries += [("compare.backbones", b) for b in config["compare"]["backbones"]]
+    entries += [("split.features", split_backbone())]
     for key, backbone in entries:
         name = catalog.backbone_key(backbone)
         same = Path(backbone).resolve() if catalog.is_backbone_file(backbone) else backbone
@@ -118,12 +125,48 @@ def check_backbone_keys():
         seen.setdefault(name, (backbone, same))
 
 
+def split_backbone():
+    """The backbone whose frozen features discovery and the audit compare clips by."""
+    return config["split"]["features"] or config["train"]["backbone"]
+
+
+def split_features_pretrained():
+    backbone = split_backbone()
+    return catalog.is_pretrained(backbone, backbone_weights(backbone))
+
+
+def split_features_missing(what, otherwise=""):
+    backbone = split_backbone()
+    return (
+        f"{what} compares clips by the frozen features of a pretrained backbone, and "
+        f"{backbone} (split.features, else train.backbone) has train.weights "
+        f"{backbone_weights(backbone)}: set split.features to a pretrained backbone (a Keras "
+        f"model file, or a catalog name with weights){otherwise}"
+    )
+
+
 def backbone_weights(backbone):
     """train.weights as it applies to one backbone."""
     return catalog.weights_for(config["train"]["weights"], backbone)
 
 
 check_config()
+
+
+def warn_missing_manifest():
+    """A failed manifest job deletes the manifest, and Snakemake then reruns
+    nothing below a checkpoint whose output is missing while their outputs
+    remain: say so, with the fix."""
+    if not Path("results/data/manifest.tsv").exists() and Path(SHARD_DIR).exists():
+        print(
+            "Warning: results/data/manifest.tsv is missing while results/data/shards/ built "
+            "from it remains (a failed manifest job deletes it); Snakemake does not rebuild "
+            "what follows a missing checkpoint output. Run with --forcerun manifest.",
+            file=sys.stderr,
+        )
+
+
+warn_missing_manifest()
 
 
 def data_root():
@@ -173,7 +216,7 @@ def shard_reports(wildcards):
 # Every backbone of the run by the name its outputs go under.
 BACKBONE_BY_KEY = {
     catalog.backbone_key(b): b
-    for b in [config["train"]["backbone"], *config["compare"]["backbones"]]
+    for b in [config["train"]["backbone"], *config["compare"]["backbones"], split_backbone()]
 }
 
 
@@ -207,6 +250,42 @@ def features_of(backbone, head, wildcards):
         return []
     key = catalog.backbone_key(backbone)
     return expand(f"{FEATURE_DIR}/{key}/shard-{{shard}}.h5", shard=shard_ids(wildcards))
+
+
+def split_feature_files(wildcards):
+    key = catalog.backbone_key(split_backbone())
+    return expand(f"{FEATURE_DIR}/{key}/shard-{{shard}}.h5", shard=shard_ids(wildcards))
+
+
+def unnamed_clips():
+    """Clips of the manifest (a checkpoint) whose names carry no group."""
+    manifest = checkpoints.manifest.get().output.manifest
+    with open(manifest, encoding="utf-8") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        column = header.index("clip")
+        return sum(1 for line in fh if not line.rstrip("\n").split("\t")[column])
+
+
+def discovery_features(wildcards):
+    """The split's input: the features discovery clusters, when it does
+    (split.groups discover, or auto with clips whose names carry no group)."""
+    mode = config["split"]["groups"]
+    unnamed = 0 if mode == "names" else unnamed_clips()
+    if not catalog.discovers(mode, unnamed):
+        return []
+    if not split_features_pretrained():
+        raise ValueError(
+            split_features_missing(
+                f"split.groups: auto, with {unnamed} clips whose names carry no group,",
+                ", or split.groups to names (each such clip then is a group of its own)",
+            )
+        )
+    return split_feature_files(wildcards)
+
+
+def audit_features(wildcards):
+    """The audit's input: the split backbone's features, if it is pretrained."""
+    return split_feature_files(wildcards) if split_features_pretrained() else []
 
 
 def train_features(wildcards):
@@ -361,6 +440,8 @@ def final_targets():
         "results/data/extract_report.tsv",
         "results/data/split.tsv",
         "results/data/leakage.json",
+        "results/data/groups.tsv",
+        "results/data/figures/near_duplicates.png",
         "results/final/model.keras",
         "results/final/history.tsv",
         "results/final/metrics.json",

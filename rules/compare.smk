@@ -5,7 +5,7 @@ rule compare_backbone:
     input:
         split="results/data/split.tsv",
         classes="results/data/classes.txt",
-        leakage="results/data/leakage.json",
+        split_info="results/data/split.json",
         shards=shard_files,
         features=compared_features,
         backbone_files=compared_backbone_files,

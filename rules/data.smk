@@ -99,14 +99,16 @@ rule extract_report:
 
 rule split:
     input:
-        "results/data/extract_report.tsv",
+        report="results/data/extract_report.tsv",
+        features=discovery_features,
     output:
         split="results/data/split.tsv",
-        leakage="results/data/leakage.json",
+        summary="results/data/split.json",
+        groups="results/data/groups.tsv",
     log:
         "logs/split/split.log",
     conda:
-        "../envs/data.yaml"
+        "../envs/evaluate.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -116,9 +118,49 @@ rule split:
         seed=config["seed"],
         splits_dir=config["data"]["splits_dir"],
         official_split=config["split"]["official_split"],
+        groups=config["split"]["groups"],
+        threshold=config["split"]["discover"]["threshold"],
         code=code_of("make_split.py"),
     script:
         "../scripts/make_split.py"
+
+
+rule audit_split:
+    # Every val and test clip against its most similar train clip: near-
+    # duplicates across the split, whatever the groups say.
+    input:
+        split="results/data/split.tsv",
+        summary="results/data/split.json",
+        shards=shard_files,
+        features=audit_features,
+    output:
+        leakage="results/data/leakage.json",
+        pairs=report(
+            "results/data/figures/near_duplicates.png",
+            caption="../report/near_duplicates.rst",
+            category="Data",
+            labels={"figure": "most similar held-out and train clips", "split": "val, test"},
+        ),
+    log:
+        "logs/split/audit.log",
+    conda:
+        "../envs/evaluate.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        similarity=config["split"]["audit"]["similarity"],
+        max_share=config["split"]["audit"]["max_share"],
+        pairs=config["split"]["audit"]["pairs"],
+        features=lambda wildcards: split_backbone(),
+        skipped=lambda wildcards: (
+            None
+            if split_features_pretrained()
+            else split_features_missing("the audit", " to audit the split")
+        ),
+        code=code_of("audit_split.py"),
+    script:
+        "../scripts/audit_split.py"
 
 
 rule check_shards:

@@ -7,7 +7,7 @@ rule evaluate:
         model="results/final/model.keras",
         split="results/data/split.tsv",
         classes="results/data/classes.txt",
-        leakage="results/data/leakage.json",
+        split_info="results/data/split.json",
         shards=shard_files,
     output:
         predictions=report(

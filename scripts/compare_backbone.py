@@ -13,7 +13,7 @@ with logged_with_progress(sm.log[0]):
     data = Data.of_rule(sm.input)
     options = resolve_lr(sm.params.train, sm.input.lr[0] if sm.input.lr else None)
     options.update(backbone=sm.params.backbone, head=sm.wildcards.head)
-    with open(sm.input.leakage, encoding="utf-8") as f:
+    with open(sm.input.split_info, encoding="utf-8") as f:
         split_method = json.load(f)["method"]
     compare_backbone(
         data,

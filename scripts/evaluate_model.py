@@ -11,7 +11,7 @@ with logged(sm.log[0]):
     from actionrec.pipeline import Data
 
     names = read_classes(sm.input.classes)
-    with open(sm.input.leakage, encoding="utf-8") as f:
+    with open(sm.input.split_info, encoding="utf-8") as f:
         split_info = json.load(f)
     evaluate(
         sm.input.model,

@@ -61,3 +61,20 @@ def test_the_input_pipeline_benchmark_runs(tiny_run):
     out = bench("input_pipeline.py", "--data", str(tiny_run / "results/data"), "--steps", "2")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "tf.data from HDF5 shards" in out.stdout and "training consumes" in out.stdout
+
+
+def test_the_groups_benchmark_runs(tiny_data, tmp_path):
+    videos = tiny_data["split"].parent / "videos"
+    backbone = make_backbone_file(tmp_path / "small.keras")
+    out = bench(
+        "groups.py",
+        *("--clips", str(videos), "--backbone", str(backbone), "--size", "32"),
+        *("--frames", "4", "--seeds", "2", "--thresholds", "0.1", "0.3"),
+        *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    assert "adjusted Rand index" in table and "| mean" in table
+    # The copy hides the groups: no clip name carries one.
+    names = [p.stem for p in (tmp_path / "work/videos").rglob("*.avi")]
+    assert len(names) == 36 and not any("_g" in name for name in names)

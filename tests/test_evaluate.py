@@ -192,3 +192,21 @@ def test_model_card_reports_the_measured_numbers(tmp_path):
         "norm clipped at 1, 4 batches an update), batch norm frozen"
     ) in text.replace("\n", " ")
     assert re.search(r"\| Shrink\s+\|\s+0\s+\|", text)  # the weakest class is named
+    # The groups and the audit, with its warnings, as leakage.json gives them.
+    split_info.update(
+        groups={"mode": "auto", "source": "discovered", "threshold": 0.15, "groups": 7},
+        audit={
+            "similarity": 0.92,
+            "features": "net.keras",
+            "val": {"near_duplicates": 0.0},
+            "test": {"near_duplicates": 0.5},
+        },
+        warnings=["50% of test clips have a near-duplicate in train"],
+    )
+    (tmp_path / "leakage.json").write_text(json.dumps(split_info))
+    text = card().replace("\n", " ")
+    assert "7 groups discovered from frozen features (split.groups `auto`" in text
+    assert "(frozen `net.keras` features): 0.0 / 0.5." in text
+    assert "**Warning:** 50% of test clips have a near-duplicate in train." in text
+    (tmp_path / "leakage.json").write_text(json.dumps({**split_info, "audit": {"skipped": "why"}}))
+    assert "Near-duplicates: not audited (why)." in card()

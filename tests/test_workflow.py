@@ -248,6 +248,13 @@ BAD_CONFIGS = [
     ("evaluate: {crops: 2}", "2 is not one of [1, 3]"),
     ("train: {finetune: {schedule: step}}", "'step' is not one of ['cosine', 'constant']"),
     ("train: {finetune: {accumulate: 0}}", "0 is less than the minimum of 1"),
+    ("split: {groups: guess}", "'guess' is not one of ['names', 'discover', 'auto']"),
+    ("split: {discover: {threshold: 2.5}}", "2.5 is greater than or equal to the maximum of 2"),
+    ("split: {audit: {similarity: 1.5}}", "1.5 is greater than the maximum of 1"),
+    (
+        "train: {weights: none}\nsplit: {groups: discover}",
+        "split.groups: discover compares clips by the frozen features of a pretrained backbone",
+    ),
 ]
 
 

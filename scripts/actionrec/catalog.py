@@ -74,6 +74,18 @@ def is_pretrained(backbone: str, weights: str | None) -> bool:
     return is_backbone_file(backbone) or str(weights).lower() not in ("none", "null")
 
 
+# Where the split's groups come from (split.groups).
+GROUP_MODES = ("names", "discover", "auto")
+
+
+def discovers(mode: str, unnamed: int) -> bool:
+    """Whether split.groups ``mode`` discovers the groups when ``unnamed``
+    clips carry no group in their names: ``discover`` always, ``auto`` then."""
+    if mode not in GROUP_MODES:
+        raise ValueError(f"split.groups must be one of {GROUP_MODES}, not {mode!r}")
+    return mode == "discover" or (mode == "auto" and unnamed > 0)
+
+
 def uses_feature_cache(backbone: str, weights: str | None, head: str) -> bool:
     """Whether the frozen stage trains the head on cached pooled features."""
     return is_pretrained(backbone, weights) and head not in MAP_HEADS

@@ -201,3 +201,37 @@ def compare_time(summary: pd.DataFrame, path: str | os.PathLike) -> None:
     ax.set_title("Accuracy against training time")
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def near_duplicates(
+    pairs: pd.DataFrame,
+    clips: list[tuple[np.ndarray, np.ndarray]],
+    path: str | os.PathLike,
+    note: str = "",
+) -> None:
+    """Each held-out clip beside its most similar train clip, as frame strips
+    (``clips``: the two clips' frames, [n, S, S, 3] each, in ``pairs``' order),
+    with the cosine similarity; or ``note`` when there are none."""
+    if pairs.empty:
+        fig, ax = plt.subplots(figsize=(7, 1.5))
+        ax.text(0.5, 0.5, note or "no val or test clips", ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    n = clips[0][0].shape[0]
+    fig, axes = plt.subplots(
+        len(pairs), 2 * n, figsize=(1.1 * 2 * n, 1.45 * len(pairs)), squeeze=False
+    )
+    for row, ((held, train), r) in enumerate(zip(clips, pairs.itertuples(), strict=True)):
+        for col in range(2 * n):
+            ax = axes[row, col]
+            ax.imshow(held[col] if col < n else train[col - n])
+            ax.set_xticks([])
+            ax.set_yticks([])
+        same = "same group" if r.same_group else "another group"
+        axes[row, 0].set_title(f"{r.split}: {r.clip_id}", fontsize=7, loc="left")
+        axes[row, n].set_title(
+            f"train: {r.train_clip} (cosine {r.similarity:.3f}, {same})", fontsize=7, loc="left"
+        )
+    fig.suptitle("Most similar held-out (left) and train (right) clips", fontsize=9)
+    _save(fig, path)

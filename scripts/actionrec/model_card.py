@@ -71,6 +71,32 @@ def _stages(history: pd.DataFrame, train: dict, lr: float) -> str:
     return "\n".join(lines)
 
 
+def _groups(split: dict) -> str:
+    groups = split.get("groups", {"source": "names"})
+    count = f"{groups['groups']} groups" if "groups" in groups else "groups"
+    if groups["source"] == "discovered":
+        return (
+            f"{count} discovered from frozen features (split.groups `{groups['mode']}`: "
+            f"per-class clusters cut at cosine distance {groups['threshold']}), not from names."
+        )
+    unnamed = groups.get("unnamed_clips", 0)
+    lacking = f"; {unnamed} clips without one are each a group of their own" if unnamed else ""
+    return f"{count} from the clips' names (`_gNN_`){lacking}."
+
+
+def _audit(split: dict) -> str:
+    audit = split.get("audit") or {"skipped": "no audit"}
+    if "skipped" in audit:
+        text = f"not audited ({audit['skipped']})."
+    else:
+        text = (
+            f"share of val / test clips with a train clip at cosine similarity >= "
+            f"{audit['similarity']} (frozen `{audit['features']}` features): "
+            f"{audit['val']['near_duplicates']} / {audit['test']['near_duplicates']}."
+        )
+    return text + "".join(f"\n  **Warning:** {w}." for w in split.get("warnings", []))
+
+
 def write_model_card(
     path: str | os.PathLike,
     *,
@@ -125,6 +151,8 @@ def write_model_card(
 - Split: `{split["method"]}` ({fractions}, seed {split.get("seed")}); clips train
   {split["clips"]["train"]}, val {split["clips"]["val"]}, test {split["clips"]["test"]}.
   Share of test clips whose group is also in train (leakage): {metrics["leakage_share"]}.
+- Groups: {_groups(split)}
+- Near-duplicates: {_audit(split)}
 
 ## Architecture
 - Backbone `{train["backbone"]}` ({train.get("norm", "batch")} normalisation) applied to every

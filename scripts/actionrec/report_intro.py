@@ -36,5 +36,5 @@ def metrics_labels(wildcards, input, output) -> dict[str, str]:
     return {
         "table": "test metrics",
         "split": "test",
-        **headline(read_json(output.metrics), read_json(input.leakage)),
+        **headline(read_json(output.metrics), read_json(input.split_info)),
     }

@@ -1,0 +1,222 @@
+"""Groups discovered from frozen features, on clips whose names hide them.
+
+Copies the clips into a temporary folder under new names that carry no group
+(``<Class>/<Class>_NNNN.avi``, in a shuffled order), extracts and caches their
+frozen features once, then:
+
+  1. discovers the groups (split.groups: discover) at several thresholds and
+     scores them against the true groups: adjusted Rand index, the groups
+     found, and the share of true same-group clip pairs that stay together
+     (what keeps a source video on one side of a split);
+  2. over seeded splits, trains the same model under the true-group,
+     discovered-group and random splits and gives its test accuracy, and the
+     audit's share of test clips with a near-duplicate in train.
+
+The model is a logistic regression on the time-averaged frozen features
+(scikit-learn, the probe the workflow's frozen stage matches), fitted on
+train and scored on test.
+
+    python bench/groups.py [--clips UCF-101] [--backbone FILE.keras] [--frames 8]
+        [--size 224] [--seeds 10] [--thresholds 0.1 0.15 0.2] [--work DIR]
+        [--out TABLE.md]
+
+Defaults: the real UCF101 clips of three actions and the ImageNet-pretrained
+EfficientNet-Lite0 in ../shared (see their READMEs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from real import add_clip_arguments, check_inputs, setup_line  # noqa: E402
+
+from actionrec.groups import (  # noqa: E402
+    DEFAULT_SIMILARITY,
+    DEFAULT_THRESHOLD,
+    audit,
+    choose_groups,
+    clip_vectors,
+)
+from actionrec.manifest import build_manifest  # noqa: E402
+from actionrec.split import make_split  # noqa: E402
+from actionrec.tables import read_tsv  # noqa: E402
+
+
+def hide_groups(clips: Path, out: Path, seed: int = 0) -> dict[str, str]:
+    """Copies of ``clips``' videos under names without groups; returns the
+    true group (``<Class>_gNN``) of each new clip name."""
+    truth = {}
+    manifest = build_manifest(clips).sample(frac=1.0, random_state=seed)
+    for row in manifest.to_dict("records"):
+        folder = out / row["class"]
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{row['class']}_{len(truth):04d}"
+        shutil.copyfile(row["path"], folder / f"{name}{Path(row['path']).suffix}")
+        truth[name] = row["group"]
+    return truth
+
+
+def prepare(args, work: Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """The renamed copy, its extraction and feature cache (kept in ``work``)."""
+    from actionrec.extract import extract_shard
+    from actionrec.features import cache_features
+
+    seconds = {}
+    videos, shard = work / "videos", work / "shards/shard-0000.h5"
+    features = work / "features/shard-0000.h5"
+    truth_tsv = work / "truth.tsv"
+    if not truth_tsv.exists():
+        start = time.perf_counter()
+        truth = hide_groups(args.clips, videos)
+        pd.Series(truth, name="true_group").rename_axis("clip_id").to_csv(truth_tsv, sep="\t")
+        seconds["copy"] = time.perf_counter() - start
+    truth = pd.read_csv(truth_tsv, sep="\t", index_col="clip_id")["true_group"]
+    if not shard.exists():
+        start = time.perf_counter()
+        extract_shard(
+            build_manifest(videos),
+            shard,
+            shard.with_suffix(".tsv"),
+            frames=args.frames,
+            size=args.size,
+        )
+        seconds["extract"] = time.perf_counter() - start
+    if not features.exists():
+        start = time.perf_counter()
+        cache_features(shard, features, str(args.backbone), "none", threads=args.threads)
+        seconds["features"] = time.perf_counter() - start
+    report = read_tsv(shard.with_suffix(".tsv"))
+    report = report[report["status"] == "ok"].reset_index(drop=True)
+    report["true_group"] = truth.loc[report["clip_id"]].to_numpy()
+    vectors = clip_vectors([features], report)
+    return report, vectors, seconds
+
+
+def pair_recall(true: np.ndarray, found: np.ndarray) -> float:
+    """Share of clip pairs of one true group that share a discovered group."""
+    same_true = true[:, None] == true[None, :]
+    same_found = found[:, None] == found[None, :]
+    pairs = np.triu(same_true, k=1)
+    return float(same_found[pairs].mean())
+
+
+def discovery_table(report, vectors, thresholds, seeds) -> pd.DataFrame:
+    from sklearn.metrics import adjusted_rand_score
+
+    rows = []
+    for threshold in thresholds:
+        grouped, _ = choose_groups(report, "discover", vectors, threshold)
+        found = grouped["group"].to_numpy()
+        scores = [split_scores(report, vectors, threshold, seed) for seed in range(seeds)]
+        rows.append(
+            {
+                "threshold": threshold,
+                "test accuracy, discovered-group split (mean)": round(
+                    float(np.mean([r["discovered groups"] for r in scores])), 4
+                ),
+                "groups found": grouped["group"].nunique(),
+                "true groups": report["true_group"].nunique(),
+                "adjusted Rand index": round(adjusted_rand_score(report["true_group"], found), 3),
+                "true same-group pairs kept together": round(
+                    pair_recall(report["true_group"].to_numpy(), found), 3
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def split_scores(report, vectors, threshold, seed) -> dict:
+    """Test accuracy of the logistic regression, and the audit's test
+    near-duplicate share, under each kind of split."""
+    from sklearn.linear_model import LogisticRegression
+
+    discovered, _ = choose_groups(report, "discover", vectors, threshold)
+    kinds = {
+        "true groups": ("group", report.assign(group=report["true_group"])),
+        "discovered groups": ("group", discovered),
+        "random": ("random", report),
+    }
+    row = {"seed": seed}
+    for kind, (method, table) in kinds.items():
+        split, _ = make_split(table, method, seed=seed)
+        split = split.set_index("clip_id").loc[report["clip_id"]].reset_index()
+        train = (split["split"] == "train").to_numpy()
+        test = (split["split"] == "test").to_numpy()
+        model = LogisticRegression(max_iter=5000).fit(vectors[train], split["label"][train])
+        right = model.predict(vectors[test]) == split["label"][test].to_numpy()
+        row[kind] = round(float(right.mean()), 4)
+        summary, _ = audit(split, vectors, similarity=DEFAULT_SIMILARITY)
+        row[f"near-dup. {kind}"] = summary["test"]["near_duplicates"]
+        truth = split.assign(group=report["true_group"])
+        row[f"true leak {kind}"] = round(
+            float(truth.loc[test, "group"].isin(set(truth.loc[train, "group"])).mean()),
+            4,
+        )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_clip_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=10, help="splits (seeds 0..N-1)")
+    parser.add_argument(
+        "--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="the one the splits use (default: split.discover.threshold's)",
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, help="keep the copy, extraction and features here")
+    parser.add_argument("--out", type=Path, help="also write the tables here (Markdown)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    check_inputs(args)
+    work = args.work or Path(tempfile.mkdtemp(prefix="groups-"))
+    report, vectors, seconds = prepare(args, work)
+    print(
+        f"{len(report)} clips of {report['class'].nunique()} classes in "
+        f"{report['true_group'].nunique()} true groups, names hidden; T={args.frames}, "
+        + setup_line(args, seconds),
+        flush=True,
+    )
+    start = time.perf_counter()
+    found = discovery_table(report, vectors, args.thresholds, args.seeds)
+    discovery_seconds = time.perf_counter() - start
+    rows = [split_scores(report, vectors, args.threshold, seed) for seed in range(args.seeds)]
+    table = pd.DataFrame(rows)
+    table = pd.concat(
+        [table, table.mean(numeric_only=True).to_frame().T.assign(seed="mean")],
+        ignore_index=True,
+    ).round(4)
+    text = "\n\n".join(
+        [
+            f"Discovery against the true groups ({discovery_seconds:.1f} s for "
+            f"{len(args.thresholds)} thresholds and their {args.seeds} splits each)",
+            found.to_markdown(index=False),
+            f"Test accuracy of a logistic regression on the frozen features, per split "
+            f"(discovered at threshold {args.threshold}); near-dup.: share of test clips with "
+            f"a train clip of their class at cosine >= {DEFAULT_SIMILARITY}; true leak: share "
+            "of test clips whose true group is also in train",
+            table.to_markdown(index=False),
+        ]
+    )
+    print("\n" + text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
