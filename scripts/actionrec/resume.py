@@ -50,9 +50,16 @@ def prepare_work_dir(work_dir: Path, fingerprint: dict) -> None:
     path = work_dir / "fingerprint.json"
     expected = json.loads(json.dumps(fingerprint, default=str))
     if work_dir.exists():
-        if read_json_state(path) == expected:
+        found = read_json_state(path)
+        if found == expected:
             return
-        log.warning("%s holds an interrupted run of other settings: starting afresh", work_dir)
+        found = found if isinstance(found, dict) else {}
+        changed = sorted(
+            k for k in expected.keys() | found.keys() if found.get(k) != expected.get(k)
+        )
+        log.warning(
+            "%s holds an interrupted run of other %s: starting afresh", work_dir, ", ".join(changed)
+        )
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
     write_json_atomic(path, expected)

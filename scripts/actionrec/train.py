@@ -167,13 +167,22 @@ def _on(setting: str | bool, gpu: bool) -> bool:
     return gpu if setting == "auto" else bool(setting)
 
 
+def cpu_replicas() -> int:
+    """Logical CPU devices configured before TensorFlow started
+    (``tf.config.set_logical_device_configuration``, as the tests split the
+    CPU to run the multi-device path), read without starting it."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    return len(tf.config.get_logical_device_configuration(cpu) or [None])
+
+
 def resolved_devices(cfg: TrainConfig) -> dict:
     """What a training resolves to on this machine: GPUs, replicas (one per
-    GPU when there are several), mixed precision and XLA."""
+    GPU when there are several; without a GPU, one per logical CPU device
+    when the CPU was split), mixed precision and XLA."""
     gpus = len(tf.config.list_physical_devices("GPU"))
     return {
         "gpus": gpus,
-        "replicas": gpus if gpus > 1 else 1,
+        "replicas": gpus if gpus > 1 else 1 if gpus else cpu_replicas(),
         "mixed_precision": _on(cfg.mixed_precision, gpus > 0),
         "xla": _on(cfg.xla, gpus > 0),
     }
@@ -193,14 +202,20 @@ def configure_devices(
         tf.config.experimental.enable_op_determinism()
     mixed, xla = devices["mixed_precision"], devices["xla"]
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    several = devices["replicas"] > 1
-    strategy = tf.distribute.MirroredStrategy() if several else tf.distribute.get_strategy()
+    if devices["replicas"] == 1:
+        strategy = tf.distribute.get_strategy()
+    elif devices["gpus"]:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        cpus = [f"/cpu:{i}" for i in range(devices["replicas"])]
+        strategy = tf.distribute.MirroredStrategy(cpus)
     log.info(
-        "devices: %d GPU(s); mixed precision %s; XLA %s; %s",
+        "devices: %d GPU(s); mixed precision %s; XLA %s; %s with %d replica(s)",
         devices["gpus"],
         "on" if mixed else "off",
         "on" if xla else "off",
         type(strategy).__name__,
+        strategy.num_replicas_in_sync,
     )
     return strategy, xla
 
