@@ -6,7 +6,7 @@ training and 20 test scenes per class; T=8, S=32). The ``smallcnn`` backbone
 is trained end to end with the gru head, then frozen, and each head is
 trained on it for the same budget (as tests/test_heads.py does on the pairs).
 
-    python bench/heads.py [--train-scenes 60] [--epochs 20]
+    python bench/heads.py [--train-scenes 60] [--test-scenes 20] [--epochs 20]
 """
 
 import argparse
@@ -46,11 +46,12 @@ def train(model, x, y, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-scenes", type=int, default=60)
+    parser.add_argument("--test-scenes", type=int, default=20)
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
     x, y = render(range(1, args.train_scenes + 1))
-    x_test, y_test = render(range(1000, 1020))
+    x_test, y_test = render(range(1000, 1000 + args.test_scenes))
     pairs = np.isin(np.array(CLASSES)[y_test], sorted(PAIRS))
 
     def report(name, model, seconds):

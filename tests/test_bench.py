@@ -78,3 +78,32 @@ def test_the_groups_benchmark_runs(tiny_data, tmp_path):
     # The copy hides the groups: no clip name carries one.
     names = [p.stem for p in (tmp_path / "work/videos").rglob("*.avi")]
     assert len(names) == 36 and not any("_g" in name for name in names)
+
+
+def test_the_heads_benchmark_runs():
+    out = bench(
+        "heads.py",
+        "--train-scenes",
+        "1",
+        "--test-scenes",
+        "1",
+        "--pretrain-epochs",
+        "1",
+        "--epochs",
+        "1",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if "frozen backbone" in line]
+    assert len(rows) == 5 and all(0 <= float(row[3]) <= 1 for row in rows)
+
+
+def test_the_transfer_benchmark_runs(tiny_data, tmp_path):
+    videos = tiny_data["split"].parent / "videos"
+    backbone = make_backbone_file(tmp_path / "small.keras")
+    out = bench(
+        "transfer.py",
+        *("--clips", str(videos), "--backbone", str(backbone), "--size", "32"),
+        *("--frames", "4", "--seeds", "1", "--epochs", "1"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "logistic regr." in out.stdout and "\nmean " in out.stdout
