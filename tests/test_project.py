@@ -190,3 +190,12 @@ def test_the_shipped_configs_pass_the_schema():
     assert recipe["extract"]["frames_per_segment"] > 1 and recipe["evaluate"]["crops"] == 3
     assert original["extract"]["frames_per_segment"] == 1 and original["evaluate"]["views"] == 1
     assert original["train"]["finetune"]["lr_factor"] == 0.1
+
+
+def test_the_slurm_profile_leaves_each_rules_memory_to_the_rule():
+    """Extraction asks for extract.buffer_mb + 1000 MB; a fixed figure in the
+    profile would override it and cut a larger buffer short."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    overridden = {rule for rule, res in profile["set-resources"].items() if "mem_mb" in res}
+    assert not overridden, f"the SLURM profile fixes the memory of {sorted(overridden)}"
+    assert 'mem_mb=config["extract"]["buffer_mb"] + 1000' in (REPO / "rules/data.smk").read_text()
