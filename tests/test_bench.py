@@ -107,3 +107,14 @@ def test_the_transfer_benchmark_runs(tiny_data, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "logistic regr." in out.stdout and "\nmean " in out.stdout
+
+
+def test_the_cached_heads_benchmark_runs(tmp_path):
+    out = bench(
+        "cached_heads.py",
+        *("--train-clips", "30", "--frames", "2", "--classes", "3", "--batches", "2", "8"),
+        *("--epochs", "1", "--work", str(tmp_path / "work")),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = out.stdout.split("\n\n")[-1]
+    assert "streamed from HDF5" in table and table.count("in memory") == 2

@@ -3,6 +3,7 @@ fine-tuning stages, and batch norm kept in inference mode; with a backbone
 file the test makes, and with the real ImageNet-pretrained EfficientNet-Lite0
 on real UCF101 clips where ../shared has them."""
 
+import logging
 import os
 import shutil
 import subprocess
@@ -359,3 +360,39 @@ def test_a_rewritten_shard_is_other_data_for_resume(tiny_data, tmp_path):
     stat = os.stat(shards[name])
     os.utime(shards[name], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert data_fingerprint(copy) != before
+
+
+def test_features_streamed_from_the_cache_are_those_held_in_memory(cached):
+    from actionrec.pipeline import make_dataset
+
+    def batches(**options):
+        ds = make_dataset(cached, "train", 4, features=True, shuffle=True, epochs=(0, 2), **options)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    held, streamed = batches(), batches(memory_mb=1e-6)
+    assert len(held) == len(streamed) > 2
+    for (x, y), (xs, ys) in zip(held, streamed, strict=True):
+        np.testing.assert_array_equal(x, xs)
+        np.testing.assert_array_equal(y, ys)
+
+
+def test_heads_on_cached_features_train_at_their_own_batch(
+    cached, backbone_file, tmp_path, caplog, capsys
+):
+    from actionrec.pipeline import steps_per_epoch
+
+    cfg = config(
+        backbone_file,
+        feature_batch_size=8,
+        max_epochs=1,
+        finetune={"blocks": "all", "lr": 1e-5, "max_epochs": 1},
+    )
+    with caplog.at_level(logging.INFO):
+        _, history = train(cached, cfg, tmp_path / "work")
+    assert "batch 4 (8 on cached features)" in caplog.text
+    assert history["stage"].tolist() == ["frozen", "finetune"]
+    # Each stage ran its own batch's steps: the frozen stage 8 clips a step.
+    steps = {b: steps_per_epoch(cached.split, "train", b, 1.0, 1) for b in (4, 8)}
+    assert steps[8] < steps[4]
+    progress = capsys.readouterr().out  # Keras's epoch lines: steps/steps
+    assert progress.index(f"{steps[8]}/{steps[8]} ") < progress.index(f"{steps[4]}/{steps[4]} ")

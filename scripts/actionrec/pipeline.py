@@ -33,6 +33,7 @@ from .tables import read_tsv
 # 224-of-256 of MMAction2's ThreeCrop), resized back to S.
 CROP_SHARE = 0.875
 CROPS = (1, 3)
+DEFAULT_FEATURE_MEMORY_MB = 4000  # train.feature_memory_mb
 
 
 @dataclass
@@ -97,12 +98,14 @@ def _by_name(files) -> dict[str, Path]:
 
 @dataclass
 class ShardReader:
-    """Reads clip ``index`` of shard ``shard`` as uint8 [T, S, S, 3].
+    """Reads clip ``index`` of shard ``shard``: its frames, uint8 [T, S, S, 3],
+    or (``dataset="features"``, of a feature shard) its features [T, F].
 
     Keeps one open h5py file per shard and thread (h5py file objects are not
     shared between threads)."""
 
     paths: list[Path]
+    dataset: str = "frames"
     _local: threading.local = field(default_factory=threading.local)
 
     def read(self, shard: int, index: int) -> np.ndarray:
@@ -112,7 +115,7 @@ class ShardReader:
         f = files.get(shard)
         if f is None:
             f = files[shard] = h5py.File(self.paths[shard], "r")
-        return f["frames"][index]  # a slice: one chunk, no fancy indexing
+        return f[self.dataset][index]  # a slice: one chunk, no fancy indexing
 
 
 def read_clip(data: Data, shard: str, index: int, offset: int | None = None) -> np.ndarray:
@@ -286,10 +289,13 @@ def make_dataset(
     epochs: tuple[int, int] | None = None,
     offset: int | Sequence[int] | None = None,
     crop: int | Sequence[int] | None = None,
+    memory_mb: float = DEFAULT_FEATURE_MEMORY_MB,
 ) -> tf.data.Dataset:
     """Batches of (clips, one-hot labels [B, C]): uint8 frames
     [B, T, S, S, 3] read from the shards, or with ``features`` the cached
-    float32 features [B, T, F] (augmentation does not apply to those).
+    float32 features [B, T, F] (augmentation does not apply to those): held
+    in memory when the split's take at most ``memory_mb``, else read from the
+    feature shards one clip at a time.
 
     ``fraction`` < 1 keeps a seeded, class-stratified share of the split.
 
@@ -344,10 +350,30 @@ def make_dataset(
     if features:
         if crop is not None:
             raise ValueError("crops are taken from frames; cached features have none")
-        cached = tf.constant(load_features(data, table))
+        if features_mb(paths, n) <= memory_mb:
+            cached = tf.constant(load_features(data, table))
+
+            def stored_features(position):
+                return tf.gather(cached, position)
+
+        else:
+            reader = ShardReader(paths, "features")
+            shard_ids = tf.constant(table["shard"].map({s: i for i, s in enumerate(shards)}))
+            indices = tf.constant(table["index"].to_numpy(np.int64))
+            with h5py.File(paths[0], "r") as f:
+                shape, dtype = f["features"].shape[1:], tf.as_dtype(f["features"].dtype)
+
+            def stored_features(position):
+                feats = tf.numpy_function(
+                    lambda shard, index: reader.read(int(shard), int(index)),
+                    [shard_ids[position], indices[position]],
+                    dtype,
+                    stateful=False,
+                )
+                return tf.ensure_shape(feats, shape)
 
         def clip_at(position, epoch):
-            feats = segment_frames(tf.gather(cached, position), position, epoch)
+            feats = segment_frames(stored_features(position), position, epoch)
             return one_or_all(tf.cast(feats, tf.float32))
 
     else:
@@ -391,6 +417,13 @@ def make_dataset(
     else:
         ds = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def features_mb(paths: list[Path], clips: int) -> float:
+    """Megabytes that ``clips`` clips' cached features take in memory."""
+    with h5py.File(paths[0], "r") as f:
+        ds = f["features"]
+        return clips * int(np.prod(ds.shape[1:])) * ds.dtype.itemsize / 2**20
 
 
 def steps_per_epoch(

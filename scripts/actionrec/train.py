@@ -74,6 +74,8 @@ class TrainConfig:
     norm: str
     lr: float
     batch_size: int
+    feature_batch_size: int | None
+    feature_memory_mb: float
     max_epochs: int
     patience: int
     monitor: str
@@ -280,6 +282,7 @@ def train(
     )
     strategy, xla = configure_devices(cfg, threads)
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    feature_batch = (cfg.feature_batch_size or cfg.batch_size) * strategy.num_replicas_in_sync
     first_shard = clip_table(data.split, "train")["shard"].iloc[0]
     frames, size = shard_geometry(data.shards[first_shard])
     head_only = head_only and all(s.features for s in stages)
@@ -300,8 +303,13 @@ def train(
                 bn_momentum=cfg.bn_momentum,
                 norm=cfg.norm,
             )
+    cached_batch = (
+        f" ({feature_batch} on cached features)"
+        if feature_batch != global_batch and any(s.features for s in stages)
+        else ""
+    )
     log.info(
-        "training %s/%s (%s), T=%d S=%d, %d classes, batch %d; stages: %s",
+        "training %s/%s (%s), T=%d S=%d, %d classes, batch %d%s; stages: %s",
         cfg.backbone,
         cfg.head,
         f"weights {cfg.weights}" if cfg.pretrained else "from scratch",
@@ -309,6 +317,7 @@ def train(
         size,
         data.num_classes,
         global_batch,
+        cached_batch,
         ", ".join(
             f"{s.name} (lr {s.lr:g}, up to {s.epochs} epochs"
             f"{', cached features' if s.features else ''})"
@@ -320,8 +329,9 @@ def train(
         labels = clip_table(data.split, "train")["label"].to_numpy()
         class_weight = balanced_class_weights(labels, data.num_classes)
     histories, baseline, kept, floor = [], None, None, None
-    steps = steps_per_epoch(data.split, "train", global_batch, cfg.train_fraction, cfg.seed)
     for stage in stages:
+        batch = feature_batch if stage.features else global_batch
+        steps = steps_per_epoch(data.split, "train", batch, cfg.train_fraction, cfg.seed)
         target = head_of(model) if stage.features and not head_only else model
         if stage.name == "frozen" and not head_only:
             backbone_of(model).trainable = False
@@ -342,7 +352,7 @@ def train(
             stage,
             data,
             cfg,
-            batch=global_batch,
+            batch=batch,
             work_dir=work_dir,
             steps=steps,
             baseline=baseline,
@@ -417,6 +427,8 @@ def _fit_stage(
     collapse_floor: float | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     common = {"features": stage.features, "seed": cfg.seed}
+    if stage.features:
+        common["memory_mb"] = cfg.feature_memory_mb
     # The frozen stage on cached features sees unaugmented frames' features.
     augment = None if stage.features else Augment.from_config(cfg.augment)
 
