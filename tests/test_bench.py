@@ -113,7 +113,7 @@ def test_the_cached_heads_benchmark_runs(tmp_path):
     out = bench(
         "cached_heads.py",
         *("--train-clips", "30", "--frames", "2", "--classes", "3", "--batches", "2", "8"),
-        *("--epochs", "1", "--work", str(tmp_path / "work")),
+        *("--epochs", "1", "--repeats", "1", "--work", str(tmp_path / "work")),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     table = out.stdout.split("\n\n")[-1]

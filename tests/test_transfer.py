@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -362,18 +363,46 @@ def test_a_rewritten_shard_is_other_data_for_resume(tiny_data, tmp_path):
     assert data_fingerprint(copy) != before
 
 
-def test_features_streamed_from_the_cache_are_those_held_in_memory(cached):
-    from actionrec.pipeline import make_dataset
+@pytest.mark.parametrize("per_segment", [1, 3])
+def test_features_streamed_from_the_cache_are_those_held_in_memory(tmp_path, per_segment):
+    """The in-memory path takes a batch at a time, the streamed one a clip at
+    a time: the same clips, drawn frames and views either way."""
+    from actionrec.pipeline import Data, make_dataset
+    from actionrec.tables import write_tsv
 
-    def batches(**options):
-        ds = make_dataset(cached, "train", 4, features=True, shuffle=True, epochs=(0, 2), **options)
+    n, frames, dim = 22, 4, 5
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "shard-0000.h5", "w") as f:
+        f["features"] = rng.normal(size=(n, frames * per_segment, dim)).astype(np.float16)
+        f["clip_id"] = [f"c{i}" for i in range(n)]
+        f.attrs.update(frames=frames, frames_per_segment=per_segment, size=32)
+    split = pd.DataFrame(
+        {
+            "clip_id": [f"c{i}" for i in range(n)],
+            "shard": "shard-0000.h5",
+            "index": range(n),
+            "label": [i % 3 for i in range(n)],
+            "group": [f"g{i}" for i in range(n)],
+            "split": ["train"] * 16 + ["val"] * 6,
+        }
+    )
+    write_tsv(split, tmp_path / "split.tsv")
+    data = Data.of(tmp_path / "split.tsv", [], 3, [tmp_path / "shard-0000.h5"])
+
+    def batches(split, **options):
+        ds = make_dataset(data, split, 4, features=True, seed=3, **options)
         return [(x.numpy(), y.numpy()) for x, y in ds]
 
-    held, streamed = batches(), batches(memory_mb=1e-6)
-    assert len(held) == len(streamed) > 2
-    for (x, y), (xs, ys) in zip(held, streamed, strict=True):
-        np.testing.assert_array_equal(x, xs)
-        np.testing.assert_array_equal(y, ys)
+    for split, options in (
+        ("train", {"shuffle": True, "epochs": (0, 2)}),
+        ("val", {"offset": list(range(per_segment))}),
+        ("val", {}),
+    ):
+        held, streamed = batches(split, **options), batches(split, memory_mb=1e-9, **options)
+        assert len(held) == len(streamed) >= 2
+        for (x, y), (xs, ys) in zip(held, streamed, strict=True):
+            np.testing.assert_array_equal(x, xs)
+            np.testing.assert_array_equal(y, ys)
 
 
 def test_heads_on_cached_features_train_at_their_own_batch(
