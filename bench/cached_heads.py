@@ -127,12 +127,9 @@ def main() -> None:
     held_out = max(1, args.train_clips // 3)
     clips = {"train": args.train_clips, "val": held_out, "test": held_out}
     start = time.perf_counter()
-    backbone = (
-        small_backbone(work / "backbone.keras") if not (work / "split.tsv").exists() else None
-    )
-    if backbone:
-        synthetic_cache(work, clips, args.frames, args.classes, backbone)
     backbone = work / "backbone.keras"
+    if not (work / "split.tsv").exists():  # a --work folder keeps the cache for a rerun
+        synthetic_cache(work, clips, args.frames, args.classes, small_backbone(backbone))
     data = Data.of(work / "split.tsv", work / "shards", args.classes, work / "features")
     paths = sorted(data.features.values())
     train_mb = features_mb(paths, args.train_clips)

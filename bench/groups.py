@@ -117,7 +117,10 @@ def discovery_table(report, vectors, thresholds, seeds) -> pd.DataFrame:
     for threshold in thresholds:
         grouped, _ = choose_groups(report, "discover", vectors, threshold)
         found = grouped["group"].to_numpy()
-        scores = [split_scores(report, vectors, threshold, seed) for seed in range(seeds)]
+        scores = [
+            split_scores(report, vectors, grouped, seed, kinds=("discovered groups",))
+            for seed in range(seeds)
+        ]
         rows.append(
             {
                 "threshold": threshold,
@@ -135,19 +138,23 @@ def discovery_table(report, vectors, thresholds, seeds) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def split_scores(report, vectors, threshold, seed) -> dict:
+KINDS = ("true groups", "discovered groups", "random")
+
+
+def split_scores(report, vectors, discovered, seed, kinds=KINDS) -> dict:
     """Test accuracy of the logistic regression, and the audit's test
-    near-duplicate share, under each kind of split."""
+    near-duplicate share, under each kind of split (``discovered``: the clips
+    with their discovered groups)."""
     from sklearn.linear_model import LogisticRegression
 
-    discovered, _ = choose_groups(report, "discover", vectors, threshold)
-    kinds = {
+    tables = {
         "true groups": ("group", report.assign(group=report["true_group"])),
         "discovered groups": ("group", discovered),
         "random": ("random", report),
     }
     row = {"seed": seed}
-    for kind, (method, table) in kinds.items():
+    for kind in kinds:
+        method, table = tables[kind]
         split, _ = make_split(table, method, seed=seed)
         split = split.set_index("clip_id").loc[report["clip_id"]].reset_index()
         train = (split["split"] == "train").to_numpy()
@@ -195,7 +202,8 @@ def main() -> None:
     start = time.perf_counter()
     found = discovery_table(report, vectors, args.thresholds, args.seeds)
     discovery_seconds = time.perf_counter() - start
-    rows = [split_scores(report, vectors, args.threshold, seed) for seed in range(args.seeds)]
+    discovered, _ = choose_groups(report, "discover", vectors, args.threshold)
+    rows = [split_scores(report, vectors, discovered, seed) for seed in range(args.seeds)]
     table = pd.DataFrame(rows)
     table = pd.concat(
         [table, table.mean(numeric_only=True).to_frame().T.assign(seed="mean")],

@@ -7,19 +7,23 @@ import sys
 from conftest import REPO, make_backbone_file
 
 
-def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
+def on_tiny_clips(script: str, tiny_data, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """A benchmark on real clips run on the tiny demo's videos, 4 frames of
+    32 px, with a small backbone file."""
     videos = tiny_data["split"].parent / "videos"
     backbone = make_backbone_file(tmp_path / "small.keras")
-    out = subprocess.run(
-        [
-            *("timeout", "-k", "10", "300", sys.executable, str(REPO / "bench/recipe.py")),
-            *("--clips", str(videos), "--backbone", str(backbone), "--size", "32"),
-            *("--frames", "4", "--per-segment", "2", "--seeds", "1", "--finetune-epochs", "1"),
-            *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
-            *("--train", "finetune.accumulate=2"),
-        ],
-        capture_output=True,
-        text=True,
+    common = ("--clips", str(videos), "--backbone", str(backbone), "--size", "32", "--frames", "4")
+    return bench(script, *common, *args)
+
+
+def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
+    out = on_tiny_clips(
+        "recipe.py",
+        tiny_data,
+        tmp_path,
+        *("--per-segment", "2", "--seeds", "1", "--finetune-epochs", "1"),
+        *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
+        *("--train", "finetune.accumulate=2"),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     table = (tmp_path / "table.md").read_text()
@@ -64,12 +68,11 @@ def test_the_input_pipeline_benchmark_runs(tiny_run):
 
 
 def test_the_groups_benchmark_runs(tiny_data, tmp_path):
-    videos = tiny_data["split"].parent / "videos"
-    backbone = make_backbone_file(tmp_path / "small.keras")
-    out = bench(
+    out = on_tiny_clips(
         "groups.py",
-        *("--clips", str(videos), "--backbone", str(backbone), "--size", "32"),
-        *("--frames", "4", "--seeds", "2", "--thresholds", "0.1", "0.3"),
+        tiny_data,
+        tmp_path,
+        *("--seeds", "2", "--thresholds", "0.1", "0.3"),
         *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -98,13 +101,7 @@ def test_the_heads_benchmark_runs():
 
 
 def test_the_transfer_benchmark_runs(tiny_data, tmp_path):
-    videos = tiny_data["split"].parent / "videos"
-    backbone = make_backbone_file(tmp_path / "small.keras")
-    out = bench(
-        "transfer.py",
-        *("--clips", str(videos), "--backbone", str(backbone), "--size", "32"),
-        *("--frames", "4", "--seeds", "1", "--epochs", "1"),
-    )
+    out = on_tiny_clips("transfer.py", tiny_data, tmp_path, "--seeds", "1", "--epochs", "1")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "logistic regr." in out.stdout and "\nmean " in out.stdout
 

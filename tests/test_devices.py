@@ -8,53 +8,20 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from test_train import kill_after_a_backup
+from test_train import SPLIT_CPU, finish, kill_after_a_backup
+from test_train import start as train_process
 
 from conftest import REPO
 
-RUN = """
-import json, logging, sys
-logging.basicConfig(level=logging.INFO)
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-replicas = {replicas}
-if replicas > 1:  # before TensorFlow starts: the CPU as several devices
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * replicas
-    )
-sys.path.insert(0, {scripts!r})
-from actionrec.pipeline import Data
-from actionrec.train import TrainConfig, train
-cfg = TrainConfig.from_config(json.loads({cfg!r}))
-train(Data.of({split!r}, {shards!r}, 3), cfg, {out!r} + "/work",
-      model_path={out!r} + "/model.keras", history_path={out!r} + "/history.tsv")
-"""
-CFG = {
-    "backbone": "smallcnn",
-    "weights": "none",
-    "max_epochs": 3,
-    "patience": 10,
-    "batch_size": 4,
-    "seed": 5,
-}
-
 
 def start(tiny_data, out: Path, replicas: int, **overrides) -> subprocess.Popen:
-    code = RUN.format(
-        replicas=replicas,
-        scripts=str(REPO / "scripts"),
-        cfg=json.dumps({**CFG, **overrides}),
-        split=str(tiny_data["split"]),
-        shards=str(tiny_data["shards"]),
-        out=str(out),
+    """test_train's training on the small backbone with the schema's augmentation."""
+    from actionrec.settings import with_defaults
+
+    augment = with_defaults("train", {})["augment"]
+    return train_process(
+        tiny_data, out, replicas, backbone="smallcnn", augment=augment, **overrides
     )
-    log = open(out / "log.txt", "a")
-    return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
-
-
-def finish(proc: subprocess.Popen, out: Path, timeout: int = 600) -> str:
-    assert proc.wait(timeout=timeout) == 0, (out / "log.txt").read_text()[-3000:]
-    return (out / "log.txt").read_text()
 
 
 def test_two_replicas_train_with_the_global_batch_resume_and_restart_on_one(tiny_data, tmp_path):
@@ -107,9 +74,7 @@ TRIAL = """
 import json, logging, sys
 from pathlib import Path
 logging.basicConfig(level=logging.INFO)
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+{prelude}
 sys.path.insert(0, {scripts!r})
 from actionrec.features import cache_features
 from actionrec.pipeline import Data
@@ -131,6 +96,7 @@ def test_a_search_trial_on_cached_features_runs_on_two_replicas(tiny_data, tmp_p
 
     backbone = make_backbone_file(tmp_path / "net.keras")
     code = TRIAL.format(
+        prelude=SPLIT_CPU.format(n=2),
         scripts=str(REPO / "scripts"),
         split=str(tiny_data["split"]),
         shards=str(tiny_data["shards"]),

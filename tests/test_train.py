@@ -18,6 +18,7 @@ from conftest import REPO
 RUN = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO)
+{prelude}
 sys.path.insert(0, {scripts!r})
 from actionrec.pipeline import Data
 from actionrec.train import TrainConfig, train
@@ -35,8 +36,20 @@ CFG = {
 }
 
 
-def start(tiny_data, out: Path, **overrides) -> subprocess.Popen:
+# Before TensorFlow starts: the CPU as several logical devices, one replica each.
+SPLIT_CPU = """
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * {n}
+)
+"""
+
+
+def start(tiny_data, out: Path, replicas: int = 1, **overrides) -> subprocess.Popen:
+    """The training of ``CFG`` with ``overrides`` in a process of its own, on
+    ``replicas`` logical CPU devices."""
     code = RUN.format(
+        prelude=SPLIT_CPU.format(n=replicas) if replicas > 1 else "",
         scripts=str(REPO / "scripts"),
         cfg=json.dumps({**CFG, **overrides}),
         split=str(tiny_data["split"]),
