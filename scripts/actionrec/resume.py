@@ -286,6 +286,10 @@ def fit_resumable(
                 save_weights_only=True,
                 initial_value_threshold=best_value(past, monitor, baseline),
             )
+            # BackupAndRestore sets the epoch a resumed fit starts at on the model,
+            # and Keras never clears it: a later stage's fit of the same model
+            # would start there too, and train no epoch.
+            model._initial_epoch = None
             model.fit(
                 train_stream(done),
                 validation_data=val_ds,
