@@ -46,6 +46,27 @@ def test_exports_agree_with_the_keras_model(tiny_run):
         assert (tiny_run / "results/export/models" / name).exists()
 
 
+def test_a_format_that_cannot_take_the_model_says_why(tiny_run, tmp_path, monkeypatch):
+    import numpy as np
+
+    from actionrec import export
+
+    def refuse(model, fmt, out_dir):
+        if fmt == "litert":
+            raise RuntimeError("converter error\n'tfl.conv_3d' op is not supported")
+        return original(model, fmt, out_dir)
+
+    original = export.export_format
+    monkeypatch.setattr(export, "export_format", refuse)
+    clips = np.zeros((2, 4, 32, 32, 3), np.uint8)
+    model = tiny_run / "results/final/model.keras"
+    table = export.export_model(model, tmp_path, clips, formats=("litert", "onnx"), repeats=1)
+    rows = table.set_index("format")
+    assert rows.loc["litert", "error"] == "RuntimeError: 'tfl.conv_3d' op is not supported"
+    assert not rows.loc["litert", "within_tolerance"]
+    assert rows.loc["onnx", "within_tolerance"] and rows.loc["onnx", "error"] == ""
+
+
 def test_explanations_are_drawn_for_chosen_test_clips(tiny_run):
     figures = sorted((tiny_run / "results/final/explain").glob("*.png"))
     test = read_tsv(tiny_run / "results/final/predictions.tsv")

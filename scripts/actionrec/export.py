@@ -35,7 +35,7 @@ FILES = {
 # Exported probabilities may differ from the .keras model's by float rounding.
 TOLERANCE = 1e-4
 SUMMARY_COLUMNS = ["format", "path", "size_mb", "clips", "same_top1", "max_abs_diff"]
-SUMMARY_COLUMNS += ["within_tolerance", "ms_per_clip"]
+SUMMARY_COLUMNS += ["within_tolerance", "ms_per_clip", "error"]
 
 
 def test_clips(data, count: int) -> np.ndarray:
@@ -136,7 +136,10 @@ def export_model(
     """Export the ``.keras`` model in every format of ``formats``, check each
     export on ``clips`` (same top-1 class, probabilities within
     :data:`TOLERANCE`) and time it on one clip. One row per format, the
-    ``.keras`` model first as the reference."""
+    ``.keras`` model first as the reference. A format whose converter or
+    runtime cannot take the model (an operation it does not know, a runtime
+    not installed) gets a row that says why in ``error``, with a warning,
+    and the other formats are still written."""
     import keras
 
     unknown = sorted(set(formats) - set(FORMATS))
@@ -151,12 +154,32 @@ def export_model(
     rows = [_row("keras", Path(model_path), reference, reference, keras_ms)]
     for fmt in formats:
         start = time.perf_counter()
-        path = export_format(model, fmt, out_dir)
-        run = runner(fmt, path)
-        probs = np.concatenate([run(clips[i : i + 1]) for i in range(len(clips))])
-        rows.append(_row(fmt, path, probs, reference, ms_per_clip(run, clips[:1], repeats)))
+        try:
+            path = export_format(model, fmt, out_dir)
+            run = runner(fmt, path)
+            probs = np.concatenate([run(clips[i : i + 1]) for i in range(len(clips))])
+            ms = ms_per_clip(run, clips[:1], repeats)
+        except Exception as err:  # every converter and runtime has its own errors
+            lines = str(err).strip().splitlines() or [""]
+            reason = f"{type(err).__name__}: {lines[-1]}"
+            log.warning("%s: could not export or run the model (%s)", fmt, reason)
+            rows.append(_failed(fmt, out_dir / FILES[fmt], len(clips), reason))
+            continue
+        rows.append(_row(fmt, path, probs, reference, ms))
         log.info("%s: %s in %.0f s, %s", fmt, path, time.perf_counter() - start, rows[-1])
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _failed(fmt: str, path: Path, clips: int, reason: str) -> dict:
+    return {
+        **dict.fromkeys(SUMMARY_COLUMNS),
+        "format": fmt,
+        "path": str(path),
+        "clips": clips,
+        "same_top1": 0,
+        "within_tolerance": False,
+        "error": reason,
+    }
 
 
 def _row(fmt: str, path: Path, probs, reference, ms: float) -> dict:
@@ -170,4 +193,5 @@ def _row(fmt: str, path: Path, probs, reference, ms: float) -> dict:
         "max_abs_diff": diff,
         "within_tolerance": diff <= TOLERANCE,
         "ms_per_clip": ms,
+        "error": "",
     }
