@@ -413,8 +413,10 @@ def compared_train():
 
 def model_card_config():
     """What the model card reads of the config."""
+    backbone = config["train"]["backbone"]
     return {
-        "train": config["train"],
+        # Whether the backbone sees frames or whole clips, read from its file here.
+        "train": {**config["train"], "backbone_input": catalog.backbone_input(backbone)},
         "extract": config["extract"],
         "data": {"root": config["data"]["root"]},
         "search": {"epochs": config["search"]["epochs"]},

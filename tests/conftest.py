@@ -196,3 +196,99 @@ def make_backbone_file(path: Path, pooled: bool = True, seed: int = 0) -> Path:
             layer.set_weights([gamma, beta, mean, var])
     net.save(path)
     return path
+
+
+def make_clip_backbone_file(
+    path: Path, maps: bool = False, seed: int = 0, shortest: int | None = None
+) -> Path:
+    """A small pretrained-looking video backbone (a clip backbone, as I3D)
+    saved as a Keras model file: RGB clips 0..255 [T, H, W, 3] of any length
+    and size in, ceil(T / 2) steps of 16 features out (of maps [h, w, 16]
+    with ``maps``); two Conv3D units with batch norm named as I3D's
+    (Conv3d_1a, Mixed_2b) whose moving statistics are far from 0 and 1.
+    ``shortest``: a first temporal convolution without padding, so that
+    clips shorter than that many frames cannot pass."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    clip = keras.Input((None, None, None, 3), name="rgb")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(clip)
+    if shortest:
+        x = keras.layers.Conv3D(3, (shortest, 1, 1), name="Conv3d_0a_valid")(x)
+    for name, width in (("Conv3d_1a", 8), ("Mixed_2b", 16)):
+        stride = (2, 2, 2) if name == "Conv3d_1a" else (1, 2, 2)
+        x = keras.layers.Conv3D(
+            width, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
+        )(x)
+        x = keras.layers.BatchNormalization(scale=False, name=f"{name}_bn")(x)
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    if not maps:
+        # I3D's pooling: the mean over h, then w, of every step (stock layers).
+        x = keras.layers.AveragePooling3D((1, 256, 1), padding="same", name="mean_h")(x)
+        x = keras.layers.AveragePooling3D((1, 1, 256), padding="same", name="mean_w")(x)
+        x = keras.layers.Reshape((-1, 16), name="features")(x)
+    net = keras.Model(clip, x, name="test_clip_backbone")
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            beta, mean, var = layer.get_weights()
+            mean, var = rng.normal(0.2, 0.1, mean.shape), rng.uniform(0.5, 2.0, var.shape)
+            layer.set_weights([beta, mean, var])
+    net.save(path)
+    return path
+
+
+def assert_loads_with_keras_alone(model, path: Path, needless: Path, tmp_path: Path) -> None:
+    """The model saved at ``path`` loads (safe mode on) and predicts as
+    ``model`` in a fresh process that imports Keras alone, while the file
+    ``needless`` (the backbone file it was built from) is moved away."""
+    import numpy as np
+
+    frames, size = model.input_shape[1:3]
+    clips = np.random.default_rng(4).integers(0, 256, (3, frames, size, size, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", clips)
+    np.save(tmp_path / "p.npy", model.predict(clips, verbose=0))
+    moved = needless.with_suffix(".moved")
+    needless.rename(moved)
+    try:
+        code = (
+            "import sys, numpy as np, keras\n"
+            f"m = keras.saving.load_model({str(path)!r}, safe_mode=True)\n"
+            f"p = m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)\n"
+            "assert not any(k.startswith('actionrec') for k in sys.modules)\n"
+            f"print(float(np.abs(p - np.load({str(tmp_path / 'p.npy')!r})).max()))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    finally:
+        moved.rename(needless)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+def shared_file(path: Path, what: str) -> Path:
+    """A file of ../shared, or a skip that names it."""
+    if not path.is_file():
+        pytest.skip(f"{what} is absent ({path})")
+    return path
+
+
+def real_clip_data(sample: Path, classes: list[str], folder: Path, backbone: Path, **extract):
+    """Three real UCF101 classes of the sample in one shard, a group split,
+    and ``backbone``'s cached features: a Data with features."""
+    from actionrec.extract import extract_shard
+    from actionrec.features import cache_features
+    from actionrec.manifest import build_manifest
+    from actionrec.pipeline import Data
+    from actionrec.split import make_split
+    from actionrec.tables import write_tsv
+
+    manifest = build_manifest(sample / "UCF-101")
+    manifest = manifest[manifest["class"].isin(classes)]
+    manifest = manifest.reset_index(drop=True).assign(label=lambda m: m["class"].factorize()[0])
+    shard, features = folder / "shard-0000.h5", folder / "features/shard-0000.h5"
+    report = extract_shard(manifest, shard, folder / "r.tsv", **extract)
+    split, _ = make_split(report, "group", seed=0)
+    write_tsv(split, folder / "split.tsv")
+    cache_features(shard, features, str(backbone), "none")
+    return Data.of(folder / "split.tsv", [shard], len(classes), [features])

@@ -6,8 +6,6 @@ on real UCF101 clips where ../shared has them."""
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -21,7 +19,13 @@ from actionrec.features import cache_features
 from actionrec.model import backbone_of, build_backbone, build_model, head_of
 from actionrec.pipeline import Data, clip_table, load_features
 from actionrec.train import TrainConfig, plan_stages, train
-from conftest import REPO, make_backbone_file
+from conftest import (
+    REPO,
+    assert_loads_with_keras_alone,
+    make_backbone_file,
+    real_clip_data,
+    shared_file,
+)
 
 LITE0 = REPO.parent / "shared/models/efficientnet-lite0-imagenet/backbone.keras"
 
@@ -168,23 +172,7 @@ def test_a_backbone_file_model_saves_and_loads_with_keras_alone(cached, backbone
         tmp_path / "work",
         model_path=tmp_path / "model.keras",
     )
-    clips = np.random.default_rng(4).integers(0, 256, (3, 4, 32, 32, 3), dtype=np.uint8)
-    np.save(tmp_path / "x.npy", clips)
-    np.save(tmp_path / "p.npy", model.predict(clips, verbose=0))
-    backbone_file.rename(backbone_file.with_suffix(".moved"))  # the model must not need it
-    try:
-        code = (
-            "import sys, numpy as np, keras\n"
-            f"m = keras.models.load_model({str(tmp_path / 'model.keras')!r})\n"
-            f"p = m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)\n"
-            "assert not any(k.startswith('actionrec') for k in sys.modules)\n"
-            f"print(float(np.abs(p - np.load({str(tmp_path / 'p.npy')!r})).max()))\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    finally:
-        backbone_file.with_suffix(".moved").rename(backbone_file)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+    assert_loads_with_keras_alone(model, tmp_path / "model.keras", backbone_file, tmp_path)
 
 
 def save(model: keras.Model, path: Path) -> str:
@@ -253,37 +241,16 @@ def test_a_weights_file_loads_and_one_that_does_not_fit_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def lite0() -> Path:
-    if not LITE0.is_file():
-        pytest.skip(f"the ImageNet-pretrained EfficientNet-Lite0 file is absent ({LITE0})")
-    return LITE0
+    return shared_file(LITE0, "the ImageNet-pretrained EfficientNet-Lite0 file")
 
 
 def test_real_pretrained_backbone_on_real_clips(lite0, sample, tmp_path):
     """The real ImageNet backbone through the cache and both stages on real
     UCF101 clips: frames and features agree, batch norm stays as published."""
     from actionrec.evaluate import predict_split
-    from actionrec.extract import extract_shard
-    from actionrec.manifest import build_manifest
-    from actionrec.split import make_split
-    from actionrec.tables import write_tsv
 
-    manifest = build_manifest(sample / "UCF-101")
-    manifest = manifest[manifest["class"].isin(["BabyCrawling", "Punch", "PushUps"])]
-    manifest = manifest.reset_index(drop=True).assign(label=lambda m: m["class"].factorize()[0])
-    report = extract_shard(
-        manifest, tmp_path / "shard-0000.h5", tmp_path / "r.tsv", frames=4, size=64
-    )
-    split, _ = make_split(report, "group", seed=0)
-    write_tsv(split, tmp_path / "split.tsv")
-    cache_features(
-        tmp_path / "shard-0000.h5", tmp_path / "features/shard-0000.h5", str(lite0), "none"
-    )
-    data = Data.of(
-        tmp_path / "split.tsv",
-        [tmp_path / "shard-0000.h5"],
-        3,
-        [tmp_path / "features/shard-0000.h5"],
-    )
+    classes = ["BabyCrawling", "Punch", "PushUps"]
+    data = real_clip_data(sample, classes, tmp_path, lite0, frames=4, size=64)
     frozen, _ = train(data, config(lite0, lr=0.001, batch_size=2), tmp_path / "work")
     test = clip_table(data.split, "test")
     on_features = head_of(frozen).predict(load_features(data, test).astype("float32"), verbose=0)

@@ -310,7 +310,7 @@ def test_backbone_comparison_is_part_of_the_run(tiny_run):
     assert summary["backbone"].tolist() == ["smallcnn"] * 2
     assert summary["head"].tolist() == ["average", "gru"]
     assert (compare / "smallcnn/gru/metrics.json").exists()
-    assert (summary["flops_per_frame"] > 0).all() and (summary["parameters"] > 0).all()
+    assert (summary["flops_per_clip"] > 0).all() and (summary["parameters"] > 0).all()
     assert summary["test_accuracy"].between(0, 1).all()
     metrics = json.loads((compare / "smallcnn/average/metrics.json").read_text())
     assert metrics["epochs"] == 1 and metrics["split_method"] == "group"

@@ -6,8 +6,10 @@ tests check that config/schema.yaml agrees with it.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import zipfile
 from pathlib import Path
 
 # train.backbone: a keras.applications constructor, or None for the small CNN.
@@ -56,6 +58,24 @@ EXPORT_FORMATS = ("saved_model", "litert", "onnx", "openvino")
 
 def is_backbone_file(backbone: str) -> bool:
     return str(backbone).endswith(BACKBONE_FILE_SUFFIX)
+
+
+def backbone_input(backbone: str) -> str:
+    """``clip`` for a backbone file whose input is a whole clip [T, H, W, 3]
+    (a video network), else ``frame``; read from the file's config without
+    Keras. A file that cannot be read counts as ``frame`` here: loading it
+    names what is wrong."""
+    if not is_backbone_file(backbone):
+        return "frame"
+    try:
+        with zipfile.ZipFile(backbone) as z:
+            config = json.loads(z.read("config.json"))
+        layers = config["config"]["layers"]
+        first = next(layer for layer in layers if layer["class_name"] == "InputLayer")
+        rank = len(first["config"]["batch_shape"])
+    except (OSError, KeyError, StopIteration, TypeError, ValueError, zipfile.BadZipFile):
+        return "frame"
+    return "clip" if rank == 5 else "frame"
 
 
 def backbone_key(backbone: str) -> str:

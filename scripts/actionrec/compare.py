@@ -3,8 +3,11 @@ learning-rate policy, epochs and seed; one job per model, then a summary.
 
 Each job trains with the final training's code (fixed epochs, best val-loss
 weights kept), then measures on the test split accuracy and macro F1, and
-inference clips per second; the model's parameter count and FLOPs per frame
-come from its layers, the peak memory from the process.
+inference clips per second; the model's parameter count and FLOPs per clip
+(and per frame) come from its layers, the feature cache's seconds per clip
+from the cache, the peak memory from the process. Frame backbones (an image
+network on every frame) and clip backbones (a video network on the whole
+clip) are measured alike.
 """
 
 from __future__ import annotations
@@ -31,33 +34,59 @@ log = logging.getLogger(__name__)
 
 
 def _conv_flops(layer) -> int:
+    """2 x multiply-adds of a 2D or 3D convolution: kernel volume x input
+    channels (per group) x output channels x output positions."""
     from keras import layers
 
-    h, w = int(layer.output.shape[1]), int(layer.output.shape[2])
-    kh, kw = layer.kernel_size
+    positions = int(np.prod(layer.output.shape[1:-1]))
+    window = int(np.prod(layer.kernel_size))
     if isinstance(layer, layers.DepthwiseConv2D):
         cin = int(layer.kernel.shape[2])
-        return 2 * kh * kw * cin * int(layer.depth_multiplier) * h * w
-    cin_per_group, cout = int(layer.kernel.shape[2]), int(layer.kernel.shape[3])
-    return 2 * kh * kw * cin_per_group * cout * h * w
+        return 2 * window * cin * int(layer.depth_multiplier) * positions
+    cin_per_group, cout = int(layer.kernel.shape[-2]), int(layer.kernel.shape[-1])
+    return 2 * window * cin_per_group * cout * positions
 
 
 def flops_per_frame(model) -> int:
-    """Floating-point operations of one forward pass of one frame through
-    the convolutions and dense layers of ``model`` (2 per multiply-add;
-    normalisation, activations and pooling are not counted, as in the
-    published figures)."""
+    """Floating-point operations of one forward pass of one input (a frame;
+    a whole clip for a clip backbone) through the convolutions and dense
+    layers of ``model`` (2 per multiply-add; normalisation, activations and
+    pooling are not counted, as in the published figures)."""
     from keras import layers
 
     from .model import all_layers
 
     total = 0
     for layer in all_layers(model):
-        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Conv3D)):
             total += _conv_flops(layer)
         elif isinstance(layer, layers.Dense) and layer.built and layer.trainable:
             total += 2 * int(np.prod(layer.kernel.shape))
     return total
+
+
+def flops_per_clip(backbone, frames: int) -> int:
+    """A backbone's FLOPs for one clip of ``frames`` frames: a frame
+    backbone's per frame x T, a clip backbone's for the clip."""
+    from .model import is_clip_backbone
+
+    once = flops_per_frame(backbone)
+    return once if is_clip_backbone(backbone) else once * int(frames)
+
+
+def cache_seconds_per_clip(data: Data) -> float | None:
+    """Seconds the feature cache took per clip (None without a cache, or for
+    one written before the cache recorded its time)."""
+    import h5py
+
+    seconds, clips = 0.0, 0
+    for path in data.features.values():
+        with h5py.File(path, "r") as f:
+            if "seconds" not in f.attrs:
+                return None
+            seconds += float(f.attrs["seconds"])
+            clips += len(f["label"])
+    return round(seconds / clips, 4) if clips else None
 
 
 def backbone_training(
@@ -127,7 +156,7 @@ def compare_backbone(
     from sklearn.metrics import f1_score
 
     from .evaluate import predict_split
-    from .model import backbone_of
+    from .model import backbone_of, is_clip_backbone
     from .train import TrainConfig, train
 
     stage2 = train_section.get("finetune", {}) if finetune else {"blocks": 0}
@@ -166,7 +195,10 @@ def compare_backbone(
         "test_macro_f1": round(float(f1_score(true, pred, average="macro", zero_division=0.0)), 4),
         "parameters": int(model.count_params()),
         "backbone_parameters": int(backbone_of(model).count_params()),
-        "flops_per_frame": flops_per_frame(backbone_of(model)),
+        "backbone_input": "clip" if is_clip_backbone(backbone_of(model)) else "frame",
+        "flops_per_clip": flops_per_clip(backbone_of(model), frames),
+        "flops_per_frame": int(flops_per_clip(backbone_of(model), frames) // frames),
+        "feature_seconds_per_clip": cache_seconds_per_clip(data),
         "frames": int(frames),
         "size": int(size),
         "backbone_training": training,

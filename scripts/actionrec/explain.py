@@ -5,7 +5,10 @@ read at a glance:
 - Grad-CAM over every frame, for the predicted class and (when it differs)
   the true one: the gradient of that class's probability with respect to the
   backbone's last feature map, averaged over space, weights the map's
-  channels; frames are explained one by one, so each gets its own map;
+  channels; frames are explained one by one, so each gets its own map. A
+  clip backbone's last maps are [T', h, w] (one per step of T / T' frames):
+  the weights are averaged over space per step, and each frame shows the map
+  of its step;
 - the class probabilities over time: with the original ``average`` head the
   per-frame scores it averages; with an order-aware head, occlusion: how much
   each class's probability changes when that one frame is replaced by the
@@ -21,7 +24,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .model import backbone_of, head_of
+from .model import backbone_of, head_of, is_clip_backbone
 
 log = logging.getLogger(__name__)
 
@@ -32,42 +35,59 @@ def _feature_map_model(backbone: keras.Model) -> tuple[list[keras.Layer], keras.
     feature map, its output)."""
     network = [layer for layer in backbone.layers if isinstance(layer, keras.Model)][-1]
     front = [layer for layer in backbone.layers[1:] if layer is not network]
-    if len(network.output.shape) == 4:  # an unpooled backbone (conv3d): its output is the map
+    rank = 5 if is_clip_backbone(backbone) else 4  # [T', h, w, C] or [h, w, C] maps
+    if len(network.output.shape) == rank:  # an unpooled backbone (conv3d): its output is the map
         return front, keras.Model(network.input, [network.output, network.output])
     maps = [
         layer.output
         for layer in network.layers
-        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4
+        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == rank
     ]
     if not maps:
         raise ValueError(f"backbone {network.name} has no feature map to explain")
-    return front, keras.Model(network.input, [maps[-1], network.output])
+    # The last map with extent in both directions: pooling layers that end a
+    # network (I3D's mean over h, then over w) leave maps of one row or column.
+    spread = [m for m in maps if min(m.shape[-3], m.shape[-2]) > 1]
+    return front, keras.Model(network.input, [(spread or maps)[-1], network.output])
 
 
 def grad_cam(model: keras.Model, clip: np.ndarray, classes: list[int]) -> np.ndarray:
     """Grad-CAM maps, [len(classes), T, S, S] in 0..1, of a uint8 clip [T, S, S, 3]."""
     import tensorflow as tf
 
-    front, maps_model = _feature_map_model(backbone_of(model))
+    backbone = backbone_of(model)
+    clips = is_clip_backbone(backbone)
+    front, maps_model = _feature_map_model(backbone)
     frames = tf.convert_to_tensor(clip, tf.float32)
+    if clips:
+        frames = frames[None]  # the clip is one input
     for layer in front:
         frames = layer(frames)
     size = clip.shape[1]
+    # An unpooled backbone's output (its maps) pooled for a head on vectors.
+    pool = len(maps_model.outputs[1].shape) > len(head_of(model).input.shape) - (0 if clips else 1)
     out = []
     for c in classes:
         with tf.GradientTape() as tape:
             maps, features = maps_model(frames, training=False)
             tape.watch(maps)
-            if len(features.shape) == 4 and len(head_of(model).input.shape) == 3:
-                features = tf.reduce_mean(features, axis=[1, 2])
-            probs = head_of(model)(features[None], training=False)
+            if pool:
+                features = tf.reduce_mean(features, axis=[-3, -2])
+            probs = head_of(model)(features if clips else features[None], training=False)
             score = probs[0, c]
-        grads = tape.gradient(score, maps)  # [T, h, w, C]
-        weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))  # [T, h, w]
+        grads = tape.gradient(score, maps)  # [T, h, w, C], or [1, T', h, w, C]
+        weights = tf.reduce_mean(grads, axis=[-3, -2], keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))  # [T, h, w] or [1, T', h, w]
+        if clips:
+            cam = tf.gather(cam[0], step_of_frames(len(clip), int(cam.shape[1])))
         cam = tf.image.resize(cam[..., None], [size, size])[..., 0].numpy()
         out.append(cam / max(float(cam.max()), 1e-12))
     return np.stack(out)
+
+
+def step_of_frames(frames: int, steps: int) -> np.ndarray:
+    """The step of a clip backbone's T' steps that each of T frames falls in."""
+    return np.minimum(np.arange(frames) * steps // frames, steps - 1)
 
 
 def scores_over_time(model: keras.Model, clip: np.ndarray) -> tuple[np.ndarray, str]:
@@ -81,7 +101,12 @@ def scores_over_time(model: keras.Model, clip: np.ndarray) -> tuple[np.ndarray, 
         features = _frame_features(model, clip)
         logits = np.asarray(per_frame.predict(features[None], verbose=0))[0]
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True), "per-frame probability (average head)"
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        if is_clip_backbone(backbone_of(model)):
+            # One score per step: every frame shows its step's.
+            steps = step_of_frames(len(clip), len(probs))
+            return probs[steps], "per-step probability (average head)"
+        return probs, "per-frame probability (average head)"
     base = model.predict(clip[None], verbose=0)[0]
     mean = clip.mean(axis=0).round().astype(np.uint8)
     occluded = np.repeat(clip[None], len(clip), axis=0)
@@ -92,7 +117,12 @@ def scores_over_time(model: keras.Model, clip: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _frame_features(model: keras.Model, clip: np.ndarray) -> np.ndarray:
-    return np.asarray(backbone_of(model).predict(clip.astype(np.float32), verbose=0))
+    """The backbone's features of a clip [T, S, S, 3]: [T, F] per frame, or
+    a clip backbone's [T', F] per step."""
+    backbone = backbone_of(model)
+    if is_clip_backbone(backbone):
+        return np.asarray(backbone.predict(clip[None].astype(np.float32), verbose=0))[0]
+    return np.asarray(backbone.predict(clip.astype(np.float32), verbose=0))
 
 
 def explain_figure(

@@ -5,12 +5,19 @@ A feature shard (results/features/<backbone>/shard-NNNN.h5) mirrors its frame
 shard clip for clip:
 
 - ``features``  float16 [n, T * K, F], the backbone's pooled features of every
-  stored frame (K frames per segment; see :mod:`.extract`)
+  stored frame (K frames per segment; see :mod:`.extract`); for a clip
+  backbone (a video network, T frames in, T' steps out) float16
+  [n, T' * K, F], the T' steps of each of the K views of the clip (view k
+  takes stored frame k of every segment), in the frames' order: step s of
+  view k at s * K + k, so that a head draws and averages views of steps as it
+  does views of frames
 - ``label``     int64 [n]
 - ``clip_id``   str [n]
 
-with attributes naming the backbone, its weights and their SHA-256, T, K, S,
-the frame shard's code version and a digest of the code that computed them. The
+with attributes naming the backbone, its weights and their SHA-256, the steps
+a head sees (``frames``: T, or T' for a clip backbone; ``clip_frames``: T),
+K, S, the frame shard's code version, a digest of the code that computed
+them and the seconds the shard took. The
 learning-rate search, the comparison and the frozen stage of training train
 heads on these: no backbone pass per epoch. Written under a temporary name and
 renamed when complete; a training checks every shard's provenance against its
@@ -90,6 +97,18 @@ def frame_features(backbone, clips: np.ndarray) -> np.ndarray:
     return out.reshape(n, t, -1).astype(np.float16)
 
 
+def clip_features(backbone, stored: np.ndarray, per_segment: int) -> np.ndarray:
+    """A clip backbone's features of stored clips [n, T * K, S, S, 3]: every
+    view (stored frame k of each segment) through the backbone, float16
+    [n, T' * K, F] with step s of view k at s * K + k."""
+    views = [
+        np.asarray(backbone.predict_on_batch(stored[:, k::per_segment].astype(np.float32)))
+        for k in range(per_segment)
+    ]
+    out = np.stack(views, axis=2)  # [n, T', K, F]
+    return out.reshape(len(stored), -1, out.shape[-1]).astype(np.float16)
+
+
 def cache_features(
     shard: str | os.PathLike,
     out: str | os.PathLike,
@@ -103,7 +122,7 @@ def cache_features(
     clip count."""
     import tensorflow as tf
 
-    from .model import build_backbone
+    from .model import build_backbone, feature_steps, is_clip_backbone
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -112,26 +131,37 @@ def cache_features(
     with h5py.File(shard, "r") as src:
         n, size = len(src["label"]), int(src.attrs["size"])
         frames = src["frames"].shape[1]  # every stored frame: T * K
-        net = build_backbone(backbone, size, weights)
+        t, k = int(src.attrs["frames"]), int(src.attrs.get("frames_per_segment", 1))
+        net = build_backbone(backbone, size, weights, frames=t)
+        clip = is_clip_backbone(net)
+        steps = feature_steps(net, t)
         dim = int(net.output.shape[-1])
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.part")
         with h5py.File(tmp, "w") as dst:
+            shape = (n, steps * k, dim)
             feats = dst.create_dataset(
-                "features", (n, frames, dim), "float16", chunks=(1, frames, dim) if n else None
+                "features", shape, "float16", chunks=(1, *shape[1:]) if n else None
             )
             for begin in range(0, n, clips_per_batch):
                 end = min(n, begin + clips_per_batch)
-                feats[begin:end] = frame_features(net, src["frames"][begin:end])
+                stored = src["frames"][begin:end]
+                feats[begin:end] = (
+                    clip_features(net, stored, k) if clip else frame_features(net, stored)
+                )
                 log.info("%s: clips %d-%d of %d", shard.name, begin + 1, end, n)
             dst["label"] = src["label"][()]
             dst.create_dataset("clip_id", data=src["clip_id"][()], dtype=h5py.string_dtype())
             dst.attrs.update(
                 {
                     **provenance(backbone, weights),
-                    "frames": int(src.attrs["frames"]),
-                    "frames_per_segment": int(src.attrs.get("frames_per_segment", 1)),
+                    # The steps a head sees, as a frame shard's T: T' for a clip backbone.
+                    "frames": steps,
+                    "clip_frames": t,
+                    "backbone_input": "clip" if clip else "frame",
+                    "frames_per_segment": k,
                     "stored_frames": frames,
+                    "seconds": round(time.perf_counter() - start, 3),
                     "size": size,
                     "feature_dim": dim,
                     "shard_code_version": src.attrs["code_version"],

@@ -1,12 +1,15 @@
-"""The video classifier: a per-frame image backbone applied to every frame,
-followed by a temporal head.
+"""The video classifier: a backbone, then a temporal head.
 
-The model takes raw uint8 clips ``[batch, T, S, S, 3]`` (RGB) and returns class
-probabilities. It holds two named parts: ``backbone`` (0..255 float frames in,
-features out, its preprocessing inside) and ``head`` (the frames' features in,
-probabilities out), so that a head trained on cached features drops into the
-clip model unchanged. Everything is built from stock Keras layers, so a saved
-``.keras`` file classifies clips with nothing but Keras.
+The backbone is either a frame backbone, an image network applied to every
+frame, or a clip backbone, a video network (a 3D CNN such as I3D, given as a
+model file) that sees the whole clip and returns T' feature steps (I3D: one per
+8 frames). The model takes raw uint8 clips ``[batch, T, S, S, 3]`` (RGB) and
+returns class probabilities. It holds two named parts: ``backbone`` (0..255
+float frames or clips in, features out, its preprocessing inside) and ``head``
+(the steps' features in, probabilities out), so that a head trained on cached
+features drops into the clip model unchanged. Everything is built from stock
+Keras layers, so a saved ``.keras`` file classifies clips with nothing but
+Keras.
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ NORM_GROUPS = 8
 # subtract the ImageNet mean of each BGR channel.
 _RESNET_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype="float32")
 # A block of a backbone: the layers whose names share this prefix
-# (EfficientNet's block6a, ResNet's conv5_block3, MobileNet's expanded_conv_4).
-_BLOCK = re.compile(r"conv\d+_block\d+|expanded_conv(?:_\d+)?|[^_]+")
+# (EfficientNet's block6a, ResNet's conv5_block3, MobileNet's expanded_conv_4,
+# I3D's Conv3d_2c and Mixed_4f).
+_BLOCK = re.compile(
+    r"conv\d+_block\d+|expanded_conv(?:_\d+)?|[A-Za-z][A-Za-z0-9]*_\d+[a-z](?![a-z0-9])|[^_]+"
+)
+# The longest clip a clip backbone file is probed with for the frames it needs.
+_MAX_PROBE_FRAMES = 256
 
 
 def resolve_weights(weights: str | None) -> str | None:
@@ -123,13 +131,20 @@ def small_cnn(size: int, pooling: str | None = "avg") -> keras.Model:
     return keras.Model(frame, x, name="smallcnn")
 
 
-def load_backbone_file(path: str | Path, size: int, pooled: bool = True) -> keras.Model:
-    """A backbone from a Keras model file: RGB frames 0..255 in
-    ``[None, H, W, 3]`` (H and W free or equal to ``size``), and out either a
-    feature vector per frame or a feature map (pooled here when ``pooled``).
+def load_backbone_file(
+    path: str | Path, size: int, pooled: bool = True, frames: int | None = None
+) -> keras.Model:
+    """A backbone from a Keras model file, told apart by its input:
 
-    Loaded with Keras's safe mode on: a file that carries Python code (a
-    Lambda layer) is refused rather than run."""
+    - a frame backbone takes RGB frames 0..255 ``[None, H, W, 3]`` and returns
+      a feature vector or a feature map per frame;
+    - a clip backbone takes RGB clips 0..255 ``[None, T, H, W, 3]`` and
+      returns T' steps of vectors ``[None, T', F]`` or of maps
+      ``[None, T', h, w, C]``; ``frames`` is the T it is built for.
+
+    H, W (and T) free or equal to ``size`` (and ``frames``); maps are pooled
+    over space here when ``pooled``. Loaded with Keras's safe mode on: a file
+    that carries Python code (a Lambda layer) is refused rather than run."""
     path = Path(path)
     fix = "set train.backbone to a backbone name or to a Keras model file (.keras)"
     if not path.is_file():
@@ -155,24 +170,24 @@ def load_backbone_file(path: str | Path, size: int, pooled: bool = True) -> kera
     if len(net.inputs) != 1 or len(net.outputs) != 1:
         raise ValueError(
             f"backbone file {path} has {len(net.inputs)} inputs and {len(net.outputs)} "
-            "outputs; a backbone takes one batch of frames and returns one feature tensor"
+            "outputs; a backbone takes one batch of frames or clips and returns one feature "
+            "tensor"
         )
-    shape_in, shape_out = tuple(net.inputs[0].shape), tuple(net.outputs[0].shape)
+    shape_in = tuple(net.inputs[0].shape)
+    if len(shape_in) == 5 and shape_in[-1] == 3:
+        return _clip_backbone(net, path, size, pooled, frames)
+    shape_out = tuple(net.outputs[0].shape)
     if len(shape_in) != 4 or shape_in[-1] != 3:
         raise ValueError(
             f"backbone file {path} takes input of shape {shape_in}; a backbone takes RGB "
-            "frames [batch, height, width, 3] with values 0..255"
+            "frames [batch, height, width, 3] or RGB clips [batch, time, height, width, 3], "
+            "with values 0..255"
         )
-    if any(side not in (None, size) for side in shape_in[1:3]):
-        raise ValueError(
-            f"backbone file {path} takes {shape_in[1]}x{shape_in[2]} frames, but the shards "
-            f"hold {size}x{size}; set extract.size to {shape_in[1]}, or save the backbone "
-            "with a free input size (None, None, 3)"
-        )
+    _check_sides(path, shape_in[1:3], size)
     if len(shape_out) not in (2, 4):
         raise ValueError(
-            f"backbone file {path} returns shape {shape_out}; a backbone returns a feature "
-            "vector [batch, features] or a feature map [batch, h, w, channels] per frame"
+            f"backbone file {path} returns shape {shape_out}; a frame backbone returns a "
+            "feature vector [batch, features] or a feature map [batch, h, w, channels] per frame"
         )
     if not pooled and len(shape_out) == 2:
         raise ValueError(
@@ -182,12 +197,95 @@ def load_backbone_file(path: str | Path, size: int, pooled: bool = True) -> kera
         )
     if None in shape_in[1:3]:
         # The same network at this size, so that every layer's shape is known.
-        fixed = keras.models.clone_model(net, input_tensors=keras.Input((size, size, 3)))
-        fixed.set_weights(net.get_weights())
-        net = fixed
+        net = _at_shape(net, (size, size, 3))
     if pooled and len(shape_out) == 4:
         net = keras.Model(net.input, layers.GlobalAveragePooling2D()(net.output), name=net.name)
     return net
+
+
+def _check_sides(path: Path, sides: tuple, size: int) -> None:
+    if any(side not in (None, size) for side in sides):
+        raise ValueError(
+            f"backbone file {path} takes {sides[0]}x{sides[1]} frames, but the shards "
+            f"hold {size}x{size}; set extract.size to {sides[0]}, or save the backbone "
+            "with a free input size (None, None, 3)"
+        )
+
+
+def _at_shape(net: keras.Model, shape: tuple[int, ...]) -> keras.Model:
+    """The same network, weights shared by value, on an input of fixed ``shape``."""
+    fixed = keras.models.clone_model(net, input_tensors=keras.Input(shape))
+    fixed.set_weights(net.get_weights())
+    return fixed
+
+
+def _steps_out(net: keras.Model, frames: int, size: int) -> tuple | None:
+    """The output shape of a clip backbone on a clip of ``frames`` frames
+    (None when the network cannot take so short a clip)."""
+    try:
+        spec = net.compute_output_spec(keras.KerasTensor((1, frames, size, size, 3)))
+    except Exception:
+        return None
+    shape = tuple(spec.shape)
+    return shape if shape[1] is not None and shape[1] >= 1 else None
+
+
+def _clip_backbone(
+    net: keras.Model, path: Path, size: int, pooled: bool, frames: int | None
+) -> keras.Model:
+    """Checks and fixes the shape of a clip backbone file's network."""
+    shape_in, shape_out = tuple(net.inputs[0].shape), tuple(net.outputs[0].shape)
+    if frames is None:
+        raise ValueError(f"backbone file {path} takes clips: give the frames T it is built for")
+    _check_sides(path, shape_in[2:4], size)
+    if shape_in[1] not in (None, frames):
+        raise ValueError(
+            f"backbone file {path} takes clips of {shape_in[1]} frames, but the shards hold "
+            f"{frames} frames a clip; set extract.frames to {shape_in[1]}, or save the "
+            "backbone with a free clip length (None, None, None, 3)"
+        )
+    if len(shape_out) not in (3, 5):
+        raise ValueError(
+            f"backbone file {path} takes clips but returns shape {shape_out}; a clip "
+            "backbone returns feature steps over time: vectors [batch, steps, features] or "
+            "maps [batch, steps, h, w, channels]"
+        )
+    if not pooled and len(shape_out) == 3:
+        raise ValueError(
+            f"backbone file {path} returns one feature vector per step {shape_out}, but "
+            f"head {'/'.join(MAP_HEADS)} needs feature maps [steps, h, w, channels]: choose "
+            "another train.head, or a backbone file that ends in its last feature maps"
+        )
+    if _steps_out(net, frames, size) is None:
+        shortest = next(
+            (t for t in range(frames + 1, _MAX_PROBE_FRAMES + 1) if _steps_out(net, t, size)),
+            None,
+        )
+        need = f"at least {shortest}" if shortest else f"more than {_MAX_PROBE_FRAMES}"
+        raise ValueError(
+            f"backbone file {path} cannot take clips of {frames} frames of {size}x{size}: it "
+            f"needs {need} frames at this size; set extract.frames to {shortest or 'more'} "
+            "(or extract.size higher)"
+        )
+    if None in shape_in[1:4]:
+        net = _at_shape(net, (frames, size, size, 3))
+    if pooled and len(shape_out) == 5:
+        # Stock ops, saved with the model: the mean over h and w of every step.
+        clip = keras.Input(tuple(net.input.shape[1:]))
+        net = keras.Model(clip, ops.mean(net(clip), axis=(2, 3)), name=net.name)
+    return net
+
+
+def is_clip_backbone(backbone: keras.Model) -> bool:
+    """Whether a backbone takes whole clips [batch, T, S, S, 3] (a video
+    network) rather than frames."""
+    return len(backbone.inputs[0].shape) == 5
+
+
+def feature_steps(backbone: keras.Model, frames: int) -> int:
+    """The steps over time a head sees: T for a frame backbone, T' for a clip
+    backbone."""
+    return int(backbone.output.shape[1]) if is_clip_backbone(backbone) else frames
 
 
 def load_weights_file(net: keras.Model, weights: str, name: str) -> None:
@@ -221,10 +319,13 @@ def build_backbone(
     bn_momentum: float | None = None,
     norm: str = "batch",
     pooled: bool = True,
+    frames: int | None = None,
 ) -> keras.Model:
     """A backbone named ``backbone``: 0-255 float frames in, features out
     (globally average pooled, or the last feature map when not ``pooled``),
-    no top. ``name`` is a backbone of :data:`BACKBONES` or a model file."""
+    no top. ``name`` is a backbone of :data:`BACKBONES` or a model file; a
+    clip backbone file takes clips of ``frames`` frames instead, and returns
+    features per step."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
     if is_backbone_file(name):
@@ -235,7 +336,7 @@ def build_backbone(
             )
         if norm == "group":
             raise ValueError(f"norm: group rebuilds keras.applications backbones, not {name}")
-        net = load_backbone_file(name, size, pooled)
+        net = load_backbone_file(name, size, pooled, frames)
         weights = resolve_weights(weights)
         if weights is not None:
             load_weights_file(net, weights, name)
@@ -270,6 +371,9 @@ def build_backbone(
             net = keras.Model(net.input, layers.GlobalAveragePooling2D()(net.output), name=name)
     if bn_momentum is not None:
         set_bn_momentum(net, bn_momentum)
+    if is_clip_backbone(net):
+        clip = keras.Input(tuple(net.input.shape[1:]), name="clip")
+        return keras.Model(clip, net(clip), name="backbone")
     frame = keras.Input((size, size, 3), name="frame")
     x = caffe_preprocessing()(frame) if name in CAFFE_INPUT else frame
     return keras.Model(frame, net(x), name="backbone")
@@ -325,9 +429,12 @@ def assemble(backbone: keras.Model, head: keras.Model, frames: int, size: int) -
     The backbone sees every frame on its own, with the same weights, as
     TimeDistributed would apply it; batch and time are merged into one axis
     instead, because Keras 3's TimeDistributed unrolls a loop over time, which
-    on CPU traces about 4x and trains about 1.7x slower."""
+    on CPU traces about 4x and trains about 1.7x slower. A clip backbone sees
+    the whole clip at once and gives the head its T' steps."""
     clip = keras.Input((frames, size, size, 3), dtype="uint8", name="frames")
     x = layers.Rescaling(1.0, name="to_float")(clip)  # uint8 -> float, values unchanged
+    if is_clip_backbone(backbone):
+        return keras.Model(clip, head(backbone(x)), name="clip_classifier")
     x = ops.reshape(x, (-1, size, size, 3))  # [B*T, S, S, 3]
     x = backbone(x)
     x = ops.reshape(x, (-1, frames, *x.shape[1:]))  # [B, T, F] or [B, T, h, w, C]
@@ -350,10 +457,13 @@ def build_model(
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, not {head!r}")
     pooled = head not in MAP_HEADS
-    net = build_backbone(backbone, size, weights, bn_momentum=bn_momentum, norm=norm, pooled=pooled)
-    features = tuple(int(d) for d in net.output.shape[1:])
+    net = build_backbone(
+        backbone, size, weights, bn_momentum=bn_momentum, norm=norm, pooled=pooled, frames=frames
+    )
+    steps = feature_steps(net, frames)
+    features = tuple(int(d) for d in net.output.shape[2 if is_clip_backbone(net) else 1 :])
     return assemble(
-        net, build_head(num_classes, frames, features, head, dropout=dropout), frames, size
+        net, build_head(num_classes, steps, features, head, dropout=dropout), frames, size
     )
 
 
@@ -402,7 +512,7 @@ _HEAD_BUILDERS = {
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
-    """The per-frame network inside the clip model."""
+    """The backbone inside the clip model (per frame, or per clip)."""
     return model.get_layer("backbone")
 
 

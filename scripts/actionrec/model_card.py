@@ -7,6 +7,7 @@ import os
 
 import pandas as pd
 
+from .catalog import backbone_input
 from .tables import read_tsv
 
 HEAD_TEXT = {
@@ -69,6 +70,19 @@ def _stages(history: pd.DataFrame, train: dict, lr: float) -> str:
         note = "; stopped early: train accuracy collapsed" if collapsed else ""
         lines.append(f"- Stage `{stage}`, {epochs} epoch(s): {text}{note}.")
     return "\n".join(lines)
+
+
+def _backbone(train: dict) -> str:
+    name = train["backbone"]
+    if train.get("backbone_input", backbone_input(name)) == "clip":
+        return (
+            f"Backbone `{name}`, a video network, applied to the whole clip at once and "
+            "giving the head its features per temporal step (average pooled over space)"
+        )
+    return (
+        f"Backbone `{name}` ({train.get('norm', 'batch')} normalisation) applied to every "
+        "frame (shared weights), global-average pooled"
+    )
 
 
 def _groups(split: dict) -> str:
@@ -155,8 +169,7 @@ def write_model_card(
 - Near-duplicates: {_audit(split)}
 
 ## Architecture
-- Backbone `{train["backbone"]}` ({train.get("norm", "batch")} normalisation) applied to every
-  frame (shared weights), global-average pooled;
+- {_backbone(train)};
   head `{head}`: {HEAD_TEXT.get(head, head)}.
 - Weights at the start: `{train["weights"] or "none"}` (none: trained from scratch).
 - Input: raw uint8 frames [batch, {extract["frames"]}, {extract["size"]}, {extract["size"]}, 3];

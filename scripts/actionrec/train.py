@@ -289,7 +289,11 @@ def train(
     with strategy.scope():
         if head_only:
             model = build_head(
-                data.num_classes, frames, (feature_dim(data),), cfg.head, dropout=cfg.dropout
+                data.num_classes,
+                feature_steps(data),
+                (feature_dim(data),),
+                cfg.head,
+                dropout=cfg.dropout,
             )
         else:
             model = build_model(
@@ -403,9 +407,16 @@ def train(
 
 
 def feature_dim(data: Data) -> int:
-    """Features per frame in the cache."""
+    """Features per frame (or step) in the cache."""
     with h5py.File(data.features[min(data.features)], "r") as f:
         return int(f.attrs["feature_dim"])
+
+
+def feature_steps(data: Data) -> int:
+    """Steps over time of each cached clip: its T frames, or the T' steps of a
+    clip backbone."""
+    with h5py.File(data.features[min(data.features)], "r") as f:
+        return int(f.attrs["frames"])
 
 
 def kept_epoch(history: pd.DataFrame) -> int:
