@@ -32,3 +32,20 @@ def setup_line(args: argparse.Namespace, seconds: dict[str, float]) -> str:
     return f"S={args.size}, backbone {args.backbone.name} ({args.backbone.parent.name})" + "".join(
         f"; {name} {value:.1f} s" for name, value in seconds.items()
     )
+
+
+def logistic_regression_accuracy(data, split_tsv) -> float:
+    """Logistic regression on the time-averaged cached features: fitted on
+    train, scored on test."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from actionrec.pipeline import clip_table, load_features
+
+    def part(name):
+        table = clip_table(split_tsv, name)
+        return load_features(data, table).astype(np.float32).mean(axis=1), table["label"]
+
+    (x, y), (x_test, y_test) = part("train"), part("test")
+    model = LogisticRegression(max_iter=5000).fit(x, y)
+    return float((model.predict(x_test) == y_test).mean())

@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import numpy as np  # noqa: E402
-from real import SAMPLE, add_clip_arguments  # noqa: E402
+from real import SAMPLE, add_clip_arguments, logistic_regression_accuracy  # noqa: E402
 
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
 
@@ -47,22 +47,6 @@ from actionrec.tables import read_tsv, write_tsv  # noqa: E402
 def quiet():
     """Keras's per-epoch lines out of the benchmark's table."""
     return contextlib.redirect_stdout(io.StringIO())
-
-
-def logistic_regression_accuracy(data, split_tsv) -> float:
-    """Logistic regression on the time-averaged cached features: fitted on
-    train, scored on test."""
-    from sklearn.linear_model import LogisticRegression
-
-    from actionrec.pipeline import clip_table, load_features
-
-    def part(name):
-        table = clip_table(split_tsv, name)
-        return load_features(data, table).astype(np.float32).mean(axis=1), table["label"]
-
-    (x, y), (x_test, y_test) = part("train"), part("test")
-    model = LogisticRegression(max_iter=5000).fit(x, y)
-    return float((model.predict(x_test) == y_test).mean())
 
 
 def test_accuracy(model, data) -> float:

@@ -4,7 +4,7 @@ their numbers belong to bench/, not here."""
 import subprocess
 import sys
 
-from conftest import REPO, make_backbone_file
+from conftest import REPO, make_backbone_file, make_clip_backbone_file
 
 
 def on_tiny_clips(script: str, tiny_data, tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -115,3 +115,27 @@ def test_the_cached_heads_benchmark_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     table = out.stdout.split("\n\n")[-1]
     assert "streamed from HDF5" in table and table.count("in memory") == 2
+
+
+def test_the_clip_backbones_benchmark_runs(tiny_data, tmp_path):
+    clip_backbone = make_clip_backbone_file(tmp_path / "clip.keras")
+    out = on_tiny_clips(
+        "clip_backbones.py",
+        tiny_data,
+        tmp_path,
+        *("--i3d", str(clip_backbone), "--i3d-frames", "6", "--seeds", "1", "--epochs", "1"),
+        *("--work", str(tmp_path / "work")),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    # Two geometries extracted, one split for both backbones' heads.
+    assert sorted(p.parent.name for p in (tmp_path / "work").glob("t*/shard-0000.h5")) == [
+        "t4-s32",
+        "t6-s32",
+    ]
+    mean = next(line for line in out.stdout.splitlines() if line.startswith("| mean"))
+    accuracies = [float(cell) for cell in mean.strip("|").split("|")[2:]]
+    assert len(accuracies) == 4 and all(0 <= a <= 1 for a in accuracies)
+    backbones = out.stdout.split("\nBackbones\n")[1]
+    i3d = next(line for line in backbones.splitlines() if line.startswith("| I3D"))
+    cells = [cell.strip() for cell in i3d.strip("|").split("|")]
+    assert cells[2:5] == ["6", "32", "3"] and "video-pretrained" in cells[-1]  # T, S, T'
