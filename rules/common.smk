@@ -150,7 +150,18 @@ def backbone_weights(backbone):
     return catalog.weights_for(config["train"]["weights"], backbone)
 
 
+def fetch_imagenet_once():
+    """train.weights imagenet: every job reads the file that rule
+    fetch_weights downloads once, where Snakemake runs, instead of each job
+    downloading the weights itself (jobs on compute nodes without internet,
+    parallel first jobs writing one Keras cache); the features and resume
+    state then know the weights by content."""
+    if config["train"]["weights"] == "imagenet":
+        config["train"]["weights"] = FETCHED_WEIGHTS
+
+
 check_config()
+fetch_imagenet_once()
 
 
 def warn_missing_manifest():

@@ -120,3 +120,31 @@ def test_group_norm_replaces_every_batch_norm_and_saves(tmp_path):
     np.testing.assert_array_equal(model.predict(clip, verbose=0), again.predict(clip, verbose=0))
     with pytest.raises(ValueError, match="norm: group"):
         build_model(C, T, S, "efficientnetb0", weights="imagenet", norm="group")
+
+
+def test_imagenet_weights_are_saved_whole_under_a_lock(tmp_path, monkeypatch):
+    import fcntl
+
+    import keras
+
+    from actionrec.model import fetch_imagenet_weights
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    held = []
+
+    def fake(include_top, weights):
+        # The download runs while the lock in Keras's cache folder is held.
+        with open(tmp_path / "keras/models/.imagenet-download.lock") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(True)
+        assert (include_top, weights) == (False, "imagenet")
+        x = keras.Input((8, 8, 3))
+        return keras.Model(x, keras.layers.Conv2D(2, 3)(x))
+
+    monkeypatch.setattr(keras.applications, "MobileNetV3Small", fake)
+    out = tmp_path / "w/mobilenetv3small-imagenet.weights.h5"
+    fetch_imagenet_weights("mobilenetv3small", out)
+    assert held == [True] and out.stat().st_size > 0
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no part file left

@@ -331,3 +331,22 @@ def test_the_console_and_logs_hold_no_start_up_noise(tiny_run):
     assert any("logs/train/train.log" in name for name in texts)
     noisy = {name: line for name, text in texts.items() for line in STARTUP_LINES if line in text}
     assert not noisy, noisy
+
+
+def test_imagenet_weights_are_fetched_once_per_backbone_for_every_job(tmp_path):
+    work = copy_workflow(tmp_path)
+    shutil.copy(REPO / "tests/tiny.yaml", work / "tiny.yaml")
+    (work / "imagenet.yaml").write_text(
+        "train: {backbone: efficientnetb0, weights: imagenet}\n"
+        "compare: {backbones: [efficientnetb0, resnet50], heads: [average, gru]}\n"
+    )
+    out = snakemake(work, "-n", "-p", "--configfile", "tiny.yaml", "imagenet.yaml", timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = jobs_run(out)
+    assert jobs["fetch_weights"] == 2 and jobs["compare_backbone"] == 4
+    # Every model job reads the fetched file: it is among their inputs.
+    blocks = (out.stdout + out.stderr).split("\n\n")
+    readers = [b for b in blocks if re.search(r"rule (train|compare_backbone):", b)]
+    assert len(readers) == 5
+    for block in readers:
+        assert re.search(r"input: .*resources/weights/(efficientnetb0|resnet50)-imagenet", block)

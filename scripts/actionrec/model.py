@@ -15,6 +15,7 @@ Keras.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,13 +303,26 @@ def load_weights_file(net: keras.Model, weights: str, name: str) -> None:
 
 def fetch_imagenet_weights(name: str, path: str | Path) -> None:
     """Download a keras.applications backbone's ImageNet weights (without
-    top) and save them as a weights file that ``train.weights`` can name."""
+    top) and save them as a weights file that ``train.weights`` can name.
+
+    Keras downloads into its cache folder (``~/.keras/models``); a lock
+    there keeps two workflows that share a home folder from writing the
+    same download at once. The file appears complete or not at all."""
+    import fcntl
+
     constructor = BACKBONES.get(name)
     if constructor is None:
         raise ValueError(f"{name!r} has no ImageNet weights; choose one of {sorted(BACKBONES)}")
-    net = getattr(keras.applications, constructor)(include_top=False, weights="imagenet")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    net.save_weights(path)
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".imagenet-download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        net = getattr(keras.applications, constructor)(include_top=False, weights="imagenet")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name[: -len('.weights.h5')]}.part.weights.h5")
+    net.save_weights(part)
+    os.replace(part, path)
 
 
 def build_backbone(
