@@ -311,6 +311,7 @@ def test_the_workflow_runs_a_clip_backbone_end_to_end(clip_run):
     assert list((clip_run / "results/final/explain").glob("*.png"))
     card = (clip_run / "results/final/model_card.md").read_text()
     assert "a video network, applied to the whole clip" in card
+    assert "Weights at the start: the backbone file's own" in card
     # Frame and clip backbones side by side, on the same split.
     summary = read_tsv(clip_run / "results/compare/summary.tsv").set_index("backbone")
     assert summary.loc["file-clip", "backbone_input"] == "clip"

@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 
-from .catalog import backbone_input
+from .catalog import backbone_input, is_backbone_file
 from .tables import read_tsv
 
 HEAD_TEXT = {
@@ -83,6 +83,13 @@ def _backbone(train: dict) -> str:
         f"Backbone `{name}` ({train.get('norm', 'batch')} normalisation) applied to every "
         "frame (shared weights), global-average pooled"
     )
+
+
+def _start_weights(train: dict) -> str:
+    weights = str(train["weights"] or "none")
+    if is_backbone_file(train["backbone"]) and weights in ("none", "imagenet"):
+        return "the backbone file's own (a model file brings its weights)"
+    return f"`{weights}`" + (" (trained from scratch)" if weights == "none" else "")
 
 
 def _groups(split: dict) -> str:
@@ -171,7 +178,7 @@ def write_model_card(
 ## Architecture
 - {_backbone(train)};
   head `{head}`: {HEAD_TEXT.get(head, head)}.
-- Weights at the start: `{train["weights"] or "none"}` (none: trained from scratch).
+- Weights at the start: {_start_weights(train)}.
 - Input: raw uint8 frames [batch, {extract["frames"]}, {extract["size"]}, {extract["size"]}, 3];
   the backbone's preprocessing is inside the model.
 
