@@ -211,6 +211,16 @@ def test_two_backbone_files_of_one_name_are_refused(tmp_path):
     assert "'b/net.keras' and 'a/net.keras' would share the name file-net" in out.stdout
 
 
+def test_a_backbone_file_of_a_generic_name_is_named_by_its_folder():
+    from actionrec.catalog import backbone_key
+
+    assert backbone_key("models/i3d-kinetics400/backbone.keras") == "file-i3d-kinetics400"
+    assert backbone_key("models/efficientnet-lite0/model.keras") == "file-efficientnet-lite0"
+    assert backbone_key("nets/lite0.keras") == "file-lite0"
+    assert backbone_key("backbone.keras") == "file-backbone"
+    assert backbone_key("efficientnetb0") == "efficientnetb0"
+
+
 def test_a_backbone_file_replaced_with_an_older_time_reruns_its_features(tiny_run):
     make_backbone_file(tiny_run / "net.keras")
     (tiny_run / "file.yaml").write_text(

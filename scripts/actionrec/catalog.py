@@ -78,13 +78,22 @@ def backbone_input(backbone: str) -> str:
     return "clip" if rank == 5 else "frame"
 
 
+# Stems that say nothing of the network: such a file is named by its folder.
+GENERIC_STEMS = ("backbone", "model")
+
+
 def backbone_key(backbone: str) -> str:
     """The name a backbone's outputs go under (results/features/<key>/,
     results/compare/<key>/): the backbone's own name, or ``file-<stem>`` for
-    a model file."""
+    a model file (``file-<folder>`` for a file of a generic name, such as
+    models/i3d-kinetics400/backbone.keras)."""
     if not is_backbone_file(backbone):
         return backbone
-    stem = re.sub(r"[^A-Za-z0-9]+", "-", Path(backbone).stem).strip("-")
+    path = Path(backbone)
+    name = path.stem
+    if name.lower() in GENERIC_STEMS and path.parent.name not in ("", ".", ".."):
+        name = path.parent.name
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
     return f"file-{stem or 'backbone'}"
 
 
