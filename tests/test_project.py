@@ -181,7 +181,8 @@ def merged(*names: str) -> dict:
 def test_the_shipped_configs_pass_the_schema():
     from snakemake.utils import validate
 
-    for names in (["config.yaml"], ["ucf101.yaml"], ["ucf101.yaml", "original.yaml"]):
+    shipped = (["config.yaml"], ["ucf101.yaml"], ["ucf101.yaml", "original.yaml"])
+    for names in (*shipped, ["ucf101.yaml", "i3d.yaml"]):
         config = merged(*names)
         validate(config, str(REPO / "config/schema.yaml"))
         assert config["evaluate"]["views"] <= config["extract"]["frames_per_segment"], names
