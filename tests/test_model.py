@@ -148,3 +148,62 @@ def test_imagenet_weights_are_saved_whole_under_a_lock(tmp_path, monkeypatch):
     fetch_imagenet_weights("mobilenetv3small", out)
     assert held == [True] and out.stat().st_size > 0
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no part file left
+
+
+def test_fetched_efficientnet_weights_give_the_imagenet_networks_input_scaling(tmp_path):
+    """keras.applications' EfficientNet built with weights="imagenet" holds one
+    more Rescaling after its Normalization than one built to load a weights
+    file; folded into the variance, the saved weights give the same stem."""
+    import math
+
+    import keras
+
+    from actionrec.model import fold_rescaling_into_normalization
+
+    def plain():
+        return keras.applications.EfficientNetB0(
+            include_top=False, weights=None, input_shape=(32, 32, 3)
+        )
+
+    config = plain().get_config()
+    kinds = [layer["class_name"] for layer in config["layers"]]
+    i = kinds.index("Normalization")  # its name depends on the layers built before
+    name = config["layers"][i]["config"]["name"]
+    history = {"shape": [None, 32, 32, 3], "dtype": "float32", "keras_history": [name, 0, 0]}
+    scale = [1 / math.sqrt(s) for s in (0.229, 0.224, 0.225)]  # as Keras adds it for ImageNet
+    config["layers"].insert(
+        i + 1,
+        {
+            "module": "keras.layers",
+            "class_name": "Rescaling",
+            "registered_name": None,
+            "name": "imagenet_rescaling",
+            "config": {"name": "imagenet_rescaling", "scale": scale, "offset": 0.0},
+            "inbound_nodes": [
+                {"args": [{"class_name": "__keras_tensor__", "config": history}], "kwargs": {}}
+            ],
+        },
+    )
+    config["layers"][i + 2]["inbound_nodes"][0]["args"][0]["config"]["keras_history"][0] = (
+        "imagenet_rescaling"
+    )
+    imagenet = keras.Model.from_config(config)
+    norm = imagenet.get_layer(name)
+    count = norm.get_weights()[2]
+    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2, count])
+    norm.finalize_state()
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+
+    def stem(model):
+        return keras.Model(model.input, model.get_layer("stem_conv").output).predict(x, verbose=0)
+
+    expected = stem(imagenet)
+    imagenet.save_weights(tmp_path / "raw.weights.h5")
+    unfolded = plain()
+    unfolded.load_weights(tmp_path / "raw.weights.h5")
+    assert np.abs(stem(unfolded) - expected).max() > 0.1  # the scaling Keras leaves out
+    assert fold_rescaling_into_normalization(imagenet) == 1
+    imagenet.save_weights(tmp_path / "folded.weights.h5")
+    folded = plain()
+    folded.load_weights(tmp_path / "folded.weights.h5")
+    np.testing.assert_allclose(stem(folded), expected, atol=1e-5)

@@ -18,6 +18,7 @@ import math
 import os
 import re
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import keras
@@ -271,9 +272,9 @@ def _clip_backbone(
     if None in shape_in[1:4]:
         net = _at_shape(net, (frames, size, size, 3))
     if pooled and len(shape_out) == 5:
-        # Stock ops, saved with the model: the mean over h and w of every step.
-        clip = keras.Input(tuple(net.input.shape[1:]))
-        net = keras.Model(clip, ops.mean(net(clip), axis=(2, 3)), name=net.name)
+        # A stock op, saved with the model, on the network's own graph (so that
+        # Grad-CAM reaches its maps): the mean over h and w of every step.
+        net = keras.Model(net.input, ops.mean(net.output, axis=(2, 3)), name=net.name)
     return net
 
 
@@ -301,6 +302,30 @@ def load_weights_file(net: keras.Model, weights: str, name: str) -> None:
         ) from err
 
 
+def fold_rescaling_into_normalization(net: keras.Model) -> int:
+    """Fold every per-channel Rescaling that directly follows a Normalization
+    layer into that layer's variance; returns how many there were.
+
+    keras.applications' EfficientNet (B0-B7) adds such a Rescaling, a layer
+    without weights, only when built with ``weights="imagenet"``: built
+    without, to load a weights file, it lacks it and would see wrongly scaled
+    inputs. With the scale folded in, ``(x - mean) / sqrt(var) * s`` is
+    ``(x - mean) / sqrt(var / s**2)``, and the weights give the ImageNet
+    network's features in either build."""
+    folded = 0
+    for norm, after in pairwise(net.layers):
+        if not (isinstance(norm, layers.Normalization) and isinstance(after, layers.Rescaling)):
+            continue
+        if after.input is not norm.output or float(np.sum(after.offset)) != 0:
+            continue
+        scale = np.asarray(after.scale, dtype="float64")
+        values = norm.get_weights()  # mean, variance, count
+        values[1] = (values[1] / scale**2).astype(values[1].dtype)
+        norm.set_weights(values)
+        folded += 1
+    return folded
+
+
 def fetch_imagenet_weights(name: str, path: str | Path) -> None:
     """Download a keras.applications backbone's ImageNet weights (without
     top) and save them as a weights file that ``train.weights`` can name.
@@ -318,6 +343,7 @@ def fetch_imagenet_weights(name: str, path: str | Path) -> None:
     with open(cache / ".imagenet-download.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         net = getattr(keras.applications, constructor)(include_top=False, weights="imagenet")
+    fold_rescaling_into_normalization(net)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.name[: -len('.weights.h5')]}.part.weights.h5")
