@@ -425,9 +425,15 @@ def compared_train():
 def model_card_config():
     """What the model card reads of the config."""
     backbone = config["train"]["backbone"]
+    train = {
+        **config["train"],
+        # Whether the backbone sees frames or whole clips, read from its file here,
+        # and the weights as they apply to it.
+        "backbone_input": catalog.backbone_input(backbone),
+        "weights": backbone_weights(backbone),
+    }
     return {
-        # Whether the backbone sees frames or whole clips, read from its file here.
-        "train": {**config["train"], "backbone_input": catalog.backbone_input(backbone)},
+        "train": train,
         "extract": config["extract"],
         "data": {"root": config["data"]["root"]},
         "search": {"epochs": config["search"]["epochs"]},

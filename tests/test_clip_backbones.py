@@ -172,10 +172,12 @@ def test_a_killed_clip_training_resumes_to_the_same_weights(tiny_data, clip_file
     assert_same_weights(parts / "model.keras", whole / "model.keras")
 
 
-def test_grad_cam_maps_every_frame_through_its_step(cached, clip_file, tmp_path):
+@pytest.mark.parametrize("maps", [False, True])
+def test_grad_cam_maps_every_frame_through_its_step(clip_file, tmp_path, maps):
     from actionrec.explain import explain_figure, grad_cam, scores_over_time, step_of_frames
 
-    model = build_model(3, 8, S, str(clip_file))
+    path = make_clip_backbone_file(tmp_path / "maps.keras", maps=True) if maps else clip_file
+    model = build_model(3, 8, S, str(path))
     clip = np.random.default_rng(2).integers(0, 256, (8, S, S, 3), dtype=np.uint8)
     cams = grad_cam(model, clip, [0, 1])
     assert cams.shape == (2, 8, S, S) and cams.max() <= 1 and cams.min() >= 0

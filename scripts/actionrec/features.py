@@ -69,7 +69,8 @@ def check_cache(
             del expected[key]
     for name, path in sorted(features.items()):
         with h5py.File(path, "r") as f:
-            attrs = {k: f.attrs.get(k) for k in (*expected, "shard_code_version", "stored_frames")}
+            keys = (*expected, "shard_code_version", "stored_frames", "clip_frames")
+            attrs = {k: f.attrs.get(k) for k in (*keys, "frames_per_segment")}
             clip_ids = f["clip_id"].asstr()[()]
         fix = f"delete {path.parent}/ (or run snakemake --forcerun features) to compute it again"
         wrong = [
@@ -80,9 +81,14 @@ def check_cache(
         if wrong:
             raise ValueError(f"{path} holds features of another backbone or code: {wrong}; {fix}")
         with h5py.File(shards[name], "r") as f:
+            # The same frames, split into the same T segments of K frames (a
+            # clip backbone's steps and views depend on how).
             same = (
                 str(attrs["shard_code_version"]) == str(f.attrs["code_version"])
                 and int(attrs["stored_frames"]) == int(f["frames"].shape[1])
+                and str(attrs["clip_frames"]) == str(int(f.attrs["frames"]))
+                and str(attrs["frames_per_segment"])
+                == str(int(f.attrs.get("frames_per_segment", 1)))
                 and list(clip_ids) == list(f["clip_id"].asstr()[()])
             )
         if not same:

@@ -89,6 +89,8 @@ def _start_weights(train: dict) -> str:
     weights = str(train["weights"] or "none")
     if is_backbone_file(train["backbone"]) and weights in ("none", "imagenet"):
         return "the backbone file's own (a model file brings its weights)"
+    if weights.endswith("-imagenet.weights.h5"):
+        return f"ImageNet (fetched once into `{weights}`)"
     return f"`{weights}`" + (" (trained from scratch)" if weights == "none" else "")
 
 
