@@ -348,3 +348,27 @@ def test_a_clip_model_classifies_videos_a_stream_and_explains_one(clip_run, tmp_
     assert len(read_tsv(tmp_path / "s.tsv")) >= 1
     run("explain", videos[0], "--out", str(tmp_path / "why.png"))
     assert (tmp_path / "why.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_backbone_files_follow_mixed_precision(clip_file, tmp_path):
+    """A model file saves each layer's dtype; under mixed precision its
+    layers compute in float16 all the same (3D pooling excepted), and the
+    probabilities stay float32."""
+    from actionrec.model import all_layers
+
+    frame_file = make_backbone_file(tmp_path / "frame.keras")
+    clips = np.random.default_rng(0).integers(0, 256, (2, T, S, S, 3), dtype=np.uint8)
+    expected = [
+        build_model(3, T, S, str(p)).predict(clips, verbose=0) for p in (clip_file, frame_file)
+    ]
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for path, reference in zip((clip_file, frame_file), expected, strict=True):
+            model = build_model(3, T, S, str(path))
+            weighted = [layer for layer in all_layers(backbone_of(model)) if layer.weights]
+            assert {layer.compute_dtype for layer in weighted} == {"float16"}, path
+            probs = model.predict(clips, verbose=0)
+            assert probs.dtype == np.float32
+            np.testing.assert_allclose(probs, reference, atol=2e-2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

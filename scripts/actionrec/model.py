@@ -197,9 +197,8 @@ def load_backbone_file(
             f"head {'/'.join(MAP_HEADS)} needs a feature map [h, w, channels]: choose another "
             "train.head, or a backbone file that ends in its last feature map"
         )
-    if None in shape_in[1:3]:
-        # The same network at this size, so that every layer's shape is known.
-        net = _at_shape(net, (size, size, 3))
+    # The same network at this size, so that every layer's shape is known.
+    net = _fix(net, (size, size, 3), None in shape_in[1:3])
     if pooled and len(shape_out) == 4:
         net = keras.Model(net.input, layers.GlobalAveragePooling2D()(net.output), name=net.name)
     return net
@@ -214,11 +213,36 @@ def _check_sides(path: Path, sides: tuple, size: int) -> None:
         )
 
 
-def _at_shape(net: keras.Model, shape: tuple[int, ...]) -> keras.Model:
-    """The same network, weights shared by value, on an input of fixed ``shape``."""
-    fixed = keras.models.clone_model(net, input_tensors=keras.Input(shape))
+def _rebuilt(net: keras.Model, shape: tuple[int, ...] | None) -> keras.Model:
+    """The same network, weights copied, on an input of fixed ``shape`` (when
+    given) and in the global dtype policy: a model file saves each layer's
+    dtype, so that under mixed precision its layers would stay float32. 3D
+    pooling stays as saved: TensorFlow's CPU kernels of it take no float16."""
+    policy = keras.config.dtype_policy().name
+
+    def in_policy(layer):
+        config = layer.get_config()
+        if "dtype" in config and not isinstance(layer, _POOLING_3D):
+            config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    inputs = keras.Input(shape) if shape else None
+    fixed = keras.models.clone_model(net, input_tensors=inputs, clone_function=in_policy)
     fixed.set_weights(net.get_weights())
     return fixed
+
+
+_POOLING_3D = (layers.AveragePooling3D, layers.MaxPooling3D)
+
+
+def _fix(net: keras.Model, shape: tuple[int, ...], free: bool) -> keras.Model:
+    """A loaded network at ``shape`` when its input is ``free`` (sizes left
+    open), and in the global dtype policy, rebuilt only when needed."""
+    policy = keras.config.dtype_policy().name
+    weighted = [layer for layer in net.layers if layer.weights]
+    if not free and all(layer.dtype_policy.name == policy for layer in weighted):
+        return net
+    return _rebuilt(net, shape if free else None)
 
 
 def _steps_out(net: keras.Model, frames: int, size: int) -> tuple | None:
@@ -269,8 +293,7 @@ def _clip_backbone(
             f"needs {need} frames at this size; set extract.frames to {shortest or 'more'} "
             "(or extract.size higher)"
         )
-    if None in shape_in[1:4]:
-        net = _at_shape(net, (frames, size, size, 3))
+    net = _fix(net, (frames, size, size, 3), None in shape_in[1:4])
     if pooled and len(shape_out) == 5:
         # A stock op, saved with the model, on the network's own graph (so that
         # Grad-CAM reaches its maps): the mean over h and w of every step.
