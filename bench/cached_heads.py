@@ -83,6 +83,7 @@ def synthetic_cache(work: Path, clips: dict[str, int], frames: int, classes: int
                 {
                     **provenance(str(backbone), "none"),
                     **layout,
+                    "clip_frames": frames,
                     "stored_frames": frames,
                     "feature_dim": FEATURES,
                     "shard_code_version": code,
