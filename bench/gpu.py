@@ -131,9 +131,14 @@ def measure_loader(args) -> dict:
         config = yaml.safe_load((REPO / "config/config.yaml").read_text())
         augment = Augment.from_config(config["train"]["augment"])
     ds = make_dataset(
-        data, "train", args.batch, shuffle=True, epochs=(0, epochs),
-        parallel_reads=args.parallel_reads, augment=augment,
-    )  # fmt: skip
+        data,
+        "train",
+        args.batch,
+        shuffle=True,
+        epochs=(0, epochs),
+        parallel_reads=args.parallel_reads,
+        augment=augment,
+    )
     it = iter(ds)
     for _ in range(WARMUP):
         next(it)
@@ -143,9 +148,12 @@ def measure_loader(args) -> dict:
     seconds = time.perf_counter() - start
     aug = ", ".join(f"{k} {v}" for k, v in vars(augment).items() if v) if augment else ""
     return {
-        "clips/s": clips / seconds, "frames": frames, "size": size, "train clips": n,
+        "clips/s": clips / seconds,
+        "frames": frames,
+        "size": size,
+        "train clips": n,
         "augment": f"augmented ({aug})" if aug else "unaugmented",
-    }  # fmt: skip
+    }
 
 
 def one_mode(args) -> dict:

@@ -146,6 +146,16 @@ def test_a_head_on_cached_steps_predicts_on_frames_what_it_did_on_features(
     np.testing.assert_allclose(both, both_cached, atol=3e-3)
 
 
+def test_a_search_trial_trains_a_head_on_the_cached_steps(cached, clip_file, tmp_path):
+    from actionrec.search import SearchSettings
+    from actionrec.train import run_trial
+
+    settings = SearchSettings.from_config({"epochs": 2})
+    section = {"backbone": str(clip_file), "weights": "none", "batch_size": 4, "head": "gru"}
+    result = run_trial(0.003, cached, section, settings, tmp_path / "trial", seed=0)
+    assert np.isfinite(result["val_loss"]) and result["epoch"] >= 1
+
+
 def test_both_stages_train_and_the_model_needs_keras_alone(cached, clip_file, tmp_path):
     cfg = config(clip_file, head="gru", finetune={"blocks": 1, "max_epochs": 1})
     model, history = train(cached, cfg, tmp_path / "work", model_path=tmp_path / "model.keras")
@@ -154,6 +164,9 @@ def test_both_stages_train_and_the_model_needs_keras_alone(cached, clip_file, tm
 
 
 def test_a_killed_clip_training_resumes_to_the_same_weights(tiny_data, clip_file, tmp_path):
+    """Killed in its frozen stage (on frames), the rerun resumes that stage
+    and fine-tunes as an uninterrupted run does: the fit after a resumed one
+    starts at its own first epoch (for frame backbones alike)."""
     from test_train import assert_same_weights, finish, kill_after_a_backup, start
 
     options = {"backbone": str(clip_file), "finetune": {"blocks": 1, "max_epochs": 1}}
@@ -273,9 +286,11 @@ def test_real_i3d_on_real_clips(i3d, sample, tmp_path):
     assert model.count_params() > 12_000_000
 
 
-CLIP_YAML = """train: {backbone: clip.keras, finetune: {blocks: 1, max_epochs: 1}}
-search: {methods: [grid]}
+CLIP_YAML = """train: {backbone: clip.keras, lr: 0.003, finetune: {blocks: 1, max_epochs: 1}}
+search: {methods: []}
 compare: {backbones: [clip.keras, frame.keras], heads: [average]}
+explain: {clips: 1}
+extract: {clips_per_shard: 20} # one shard: one feature job a backbone
 """
 
 

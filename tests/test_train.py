@@ -195,24 +195,3 @@ def test_a_diverging_search_trial_scores_nan_and_is_never_chosen(tiny_data, tmp_
     assert math.isnan(diverged["val_loss"]) and math.isfinite(fine["val_loss"])
     table = pd.DataFrame([{"trial": 1, **diverged}, {"trial": 2, **fine}])
     assert choose({"bayes": table})["lr"] == 1e-3
-
-
-def test_a_killed_frozen_stage_resumes_and_fine_tuning_follows(tiny_data, tmp_path):
-    """A pretrained backbone's frozen stage on frames, killed after an epoch:
-    the rerun resumes it and fine-tunes as an uninterrupted run does."""
-    from conftest import make_backbone_file
-
-    options = {
-        "backbone": str(make_backbone_file(tmp_path / "net.keras")),
-        "finetune": {"blocks": 1, "max_epochs": 1},
-    }
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    whole.mkdir(), parts.mkdir()
-    finish(start(tiny_data, whole, **options), whole)
-    proc = start(tiny_data, parts, **options)
-    assert kill_after_a_backup(proc, parts / "work/frozen/backup/training_metadata.json") >= 1
-    assert "resuming after epoch" in finish(start(tiny_data, parts, **options), parts)
-    a, b = (pd.read_csv(out / "history.tsv", sep="\t") for out in (whole, parts))
-    assert a["stage"].tolist() == ["frozen"] * 3 + ["finetune"]
-    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
-    assert_same_weights(parts / "model.keras", whole / "model.keras")
