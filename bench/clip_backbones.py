@@ -40,8 +40,6 @@ another backbone file or features code made is computed again.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import sys
 import tempfile
@@ -52,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import h5py  # noqa: E402
 import pandas as pd  # noqa: E402
-from real import SHARED, add_clip_arguments, check_inputs, logistic_regression_accuracy  # noqa: E402
+from real import SHARED, add_clip_arguments, check_inputs, logistic_regression_accuracy, quiet  # noqa: E402
 
 from actionrec.pipeline import Layout, shard_layout  # noqa: E402
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
@@ -63,11 +61,6 @@ PRETRAINING = {
     "I3D": "Kinetics-400 video-pretrained (Kinetics holds UCF101 actions: not like for like)",
     "Lite0": "ImageNet-pretrained",
 }
-
-
-def quiet():
-    """Keras's per-epoch lines out of the benchmark's table."""
-    return contextlib.redirect_stdout(io.StringIO())
 
 
 def extract(args, work: Path, frames: int) -> tuple[pd.DataFrame, Path, float | None]:

@@ -4,6 +4,8 @@ the ImageNet backbone (see each folder's README), and their common arguments."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +21,11 @@ def add_clip_arguments(parser: argparse.ArgumentParser, clips: Path = REAL3) -> 
     parser.add_argument("--backbone", type=Path, default=LITE0, help=f"default {LITE0}")
     parser.add_argument("--frames", type=int, default=8, help="T, segments a clip (default 8)")
     parser.add_argument("--size", type=int, default=224, help="S, pixels a side (default 224)")
+
+
+def quiet():
+    """Keras's per-epoch lines out of the benchmark's table."""
+    return contextlib.redirect_stdout(io.StringIO())
 
 
 def check_inputs(args: argparse.Namespace) -> None:

@@ -36,8 +36,6 @@ extraction and features for a rerun with other training settings.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import sys
 import tempfile
@@ -50,7 +48,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from real import REPO, add_clip_arguments, check_inputs, setup_line  # noqa: E402
+from real import REPO, add_clip_arguments, check_inputs, quiet, setup_line  # noqa: E402
 
 from actionrec.pipeline import Layout, shard_layout  # noqa: E402
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
@@ -65,11 +63,6 @@ COLUMNS = {
     "finetuned_views": "fine-tuned (recipe), K views",
     "finetuned_crops": "fine-tuned (recipe), K views x 3 crops",
 }
-
-
-def quiet():
-    """Keras's per-epoch lines out of the benchmark's table."""
-    return contextlib.redirect_stdout(io.StringIO())
 
 
 def recipe_settings(overrides: list[str]) -> dict:

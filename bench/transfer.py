@@ -27,8 +27,6 @@ in ../shared (see their READMEs).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import sys
@@ -39,14 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import numpy as np  # noqa: E402
-from real import SAMPLE, add_clip_arguments, logistic_regression_accuracy  # noqa: E402
+from real import SAMPLE, add_clip_arguments, logistic_regression_accuracy, quiet  # noqa: E402
 
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
-
-
-def quiet():
-    """Keras's per-epoch lines out of the benchmark's table."""
-    return contextlib.redirect_stdout(io.StringIO())
 
 
 def test_accuracy(model, data) -> float:

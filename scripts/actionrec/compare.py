@@ -177,6 +177,7 @@ def compare_backbone(
     clips, probs = predict_split(model, data, "test", 8)
     inference = len(clips) / (time.perf_counter() - start)
     true, pred = clips["label"].to_numpy(), probs.argmax(axis=1)
+    flops = flops_per_clip(backbone_of(model), frames)
     kept = history.loc[history["kept"]].iloc[0]
     training, seconds = backbone_training(history, pretrain_history)
     metrics = {
@@ -196,8 +197,8 @@ def compare_backbone(
         "parameters": int(model.count_params()),
         "backbone_parameters": int(backbone_of(model).count_params()),
         "backbone_input": "clip" if is_clip_backbone(backbone_of(model)) else "frame",
-        "flops_per_clip": flops_per_clip(backbone_of(model), frames),
-        "flops_per_frame": int(flops_per_clip(backbone_of(model), frames) // frames),
+        "flops_per_clip": flops,
+        "flops_per_frame": int(flops // frames),
         "feature_seconds_per_clip": cache_seconds_per_clip(data),
         "frames": int(frames),
         "size": int(size),

@@ -213,12 +213,19 @@ def _check_sides(path: Path, sides: tuple, size: int) -> None:
         )
 
 
-def _rebuilt(net: keras.Model, shape: tuple[int, ...] | None) -> keras.Model:
-    """The same network, weights copied, on an input of fixed ``shape`` (when
-    given) and in the global dtype policy: a model file saves each layer's
-    dtype, so that under mixed precision its layers would stay float32. 3D
-    pooling stays as saved: TensorFlow's CPU kernels of it take no float16."""
+# TensorFlow's CPU kernels of 3D pooling take no float16.
+_POOLING_3D = (layers.AveragePooling3D, layers.MaxPooling3D)
+
+
+def _fix(net: keras.Model, shape: tuple[int, ...], free: bool) -> keras.Model:
+    """A loaded network at ``shape`` when its input is ``free`` (sizes left
+    open), and in the global dtype policy: a model file saves each layer's
+    dtype, so that under mixed precision its layers would stay float32 (3D
+    pooling stays as saved). Rebuilt, weights copied, only when needed."""
     policy = keras.config.dtype_policy().name
+    weighted = [layer for layer in net.layers if layer.weights]
+    if not free and all(layer.dtype_policy.name == policy for layer in weighted):
+        return net
 
     def in_policy(layer):
         config = layer.get_config()
@@ -226,23 +233,10 @@ def _rebuilt(net: keras.Model, shape: tuple[int, ...] | None) -> keras.Model:
             config["dtype"] = policy
         return layer.__class__.from_config(config)
 
-    inputs = keras.Input(shape) if shape else None
+    inputs = keras.Input(shape) if free else None
     fixed = keras.models.clone_model(net, input_tensors=inputs, clone_function=in_policy)
     fixed.set_weights(net.get_weights())
     return fixed
-
-
-_POOLING_3D = (layers.AveragePooling3D, layers.MaxPooling3D)
-
-
-def _fix(net: keras.Model, shape: tuple[int, ...], free: bool) -> keras.Model:
-    """A loaded network at ``shape`` when its input is ``free`` (sizes left
-    open), and in the global dtype policy, rebuilt only when needed."""
-    policy = keras.config.dtype_policy().name
-    weighted = [layer for layer in net.layers if layer.weights]
-    if not free and all(layer.dtype_policy.name == policy for layer in weighted):
-        return net
-    return _rebuilt(net, shape if free else None)
 
 
 def _steps_out(net: keras.Model, frames: int, size: int) -> tuple | None:

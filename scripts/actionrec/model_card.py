@@ -74,7 +74,7 @@ def _stages(history: pd.DataFrame, train: dict, lr: float) -> str:
 
 def _backbone(train: dict) -> str:
     name = train["backbone"]
-    if train.get("backbone_input", backbone_input(name)) == "clip":
+    if (train.get("backbone_input") or backbone_input(name)) == "clip":
         return (
             f"Backbone `{name}`, a video network, applied to the whole clip at once and "
             "giving the head its features per temporal step (average pooled over space)"

@@ -50,6 +50,7 @@ from .pipeline import (
     data_fingerprint,
     make_dataset,
     shard_geometry,
+    shard_layout,
     steps_per_epoch,
 )
 from .provenance import library_versions
@@ -290,7 +291,8 @@ def train(
         if head_only:
             model = build_head(
                 data.num_classes,
-                feature_steps(data),
+                # T frames, or a clip backbone's T' steps, as the cache records them.
+                shard_layout(data.features[min(data.features)]).frames,
                 (feature_dim(data),),
                 cfg.head,
                 dropout=cfg.dropout,
@@ -410,13 +412,6 @@ def feature_dim(data: Data) -> int:
     """Features per frame (or step) in the cache."""
     with h5py.File(data.features[min(data.features)], "r") as f:
         return int(f.attrs["feature_dim"])
-
-
-def feature_steps(data: Data) -> int:
-    """Steps over time of each cached clip: its T frames, or the T' steps of a
-    clip backbone."""
-    with h5py.File(data.features[min(data.features)], "r") as f:
-        return int(f.attrs["frames"])
 
 
 def kept_epoch(history: pd.DataFrame) -> int:
