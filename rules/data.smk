@@ -131,6 +131,7 @@ rule audit_split:
     input:
         split="results/data/split.tsv",
         summary="results/data/split.json",
+        groups="results/data/groups.tsv",
         shards=shard_files,
         features=audit_features,
     output:

@@ -7,7 +7,7 @@ rule evaluate:
         model="results/final/model.keras",
         split="results/data/split.tsv",
         classes="results/data/classes.txt",
-        split_info="results/data/split.json",
+        split_info="results/data/leakage.json",
         shards=shard_files,
     output:
         predictions=report(

@@ -29,7 +29,11 @@ with logged(sm.log[0]) as log:
         log.warning("near-duplicate audit skipped: %s", p.skipped)
     else:
         vectors = clip_vectors(sm.input.features, split)
-        result, pairs = audit(split, vectors, similarity=p.similarity, pairs=p.pairs)
+        source = read_tsv(sm.input.groups).set_index("clip_id")["source"]
+        discovered = (source.loc[split["clip_id"]] == "discovered").to_numpy()
+        result, pairs = audit(
+            split, vectors, similarity=p.similarity, pairs=p.pairs, discovered=discovered
+        )
         result["features"] = p.features
         result["pairs"] = pairs.to_dict("records")
         log.info(
@@ -38,7 +42,12 @@ with logged(sm.log[0]) as log:
             result["val"]["near_duplicates"],
             result["test"]["near_duplicates"],
         )
-    warnings = warnings_of(summary["method"], None if p.skipped else result, p.max_share)
+    warnings = warnings_of(
+        summary["method"],
+        None if p.skipped else result,
+        p.max_share,
+        summary.get("name_leakage"),
+    )
     for warning in warnings:
         log.warning(warning)
     with open(sm.output.leakage, "w", encoding="utf-8") as fh:

@@ -78,6 +78,7 @@ def test_the_groups_benchmark_runs(tiny_data, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     table = (tmp_path / "table.md").read_text()
     assert "adjusted Rand index" in table and "| mean" in table
+    assert "estimate (shipped curve)" in table and "Logistic curve fitted here" in table
     # The copy hides the groups: no clip name carries one.
     names = [p.stem for p in (tmp_path / "work/videos").rglob("*.avi")]
     assert len(names) == 36 and not any("_g" in name for name in names)

@@ -161,5 +161,107 @@ def test_the_audit_is_in_leakage_json_for_every_split(unnamed_run):
         assert 0 <= audit_part[side]["near_duplicates"] <= 1 and audit_part[side]["clips"] > 0
     assert 0 < len(audit_part["pairs"]) <= 6
     assert leakage["clips"] and leakage["leakage"] == {"val": 0.0, "test": 0.0}
+    # A leakage of 0 on discovered groups comes with its estimate of the true share.
+    for side in ("val", "test"):
+        assert audit_part[side]["discovered_clips"] == audit_part[side]["clips"]
+        assert 0 <= audit_part[side]["estimated_leakage"] <= 1
     figure = workdir / "results/data/figures/near_duplicates.png"
     assert figure.stat().st_size > 10_000
+
+
+def named_and_one_unnamed(videos=10, clips=3, seed=0):
+    """``videos`` named source videos of ``clips`` clips each over two classes,
+    plus one clip whose name carries no group, as the split sees them."""
+    rows = []
+    for v in range(videos):
+        cls = "AB"[v % 2]
+        for c in range(clips):
+            rows.append((f"v_{cls}_g{v + 1:02d}_c{c + 1:02d}", cls, f"{cls}_g{v + 1:02d}"))
+    rows.append(("A_extra", "A", "A_A_extra"))
+    table = pd.DataFrame(rows, columns=["clip_id", "class", "group"])
+    table["label"] = (table["class"] == "B").astype(int)
+    table["shard"], table["index"], table["status"] = "shard-0000.h5", range(len(table)), "ok"
+    # One tight scene per clip: discovery on every clip would cut each video into pieces.
+    vectors, _ = scenes((1,) * len(table), spread=0.0, seed=seed)
+    return table, vectors
+
+
+def test_one_unnamed_clip_leaves_every_named_video_its_group_and_one_side(caplog):
+    from actionrec.split import make_split
+
+    table, vectors = named_and_one_unnamed()
+    with caplog.at_level(logging.WARNING):
+        grouped, info = choose_groups(table, "auto", vectors, 0.15)
+    assert info["source"] == "names and discovered" and info["unnamed_clips"] == 1
+    named = grouped["clip_id"] != "A_extra"
+    assert (grouped.loc[named, "group"] == table.loc[named, "group"]).all()
+    assert (grouped.loc[named, "source"] == "names").all()
+    assert grouped.loc[~named, "source"].item() == "discovered"
+    assert grouped.loc[~named, "group"].item().startswith("A_d")
+    assert "the other clips keep the groups their names give" in caplog.text
+    for seed in range(5):
+        split, summary = make_split(grouped, "group", seed=seed)
+        sides = split.assign(video=table["group"]).groupby("video")["split"].nunique()
+        assert (sides == 1).all(), f"seed {seed}: a source video on two sides"
+        # The leakage reported is the true one, by the groups used and by the names.
+        assert summary["leakage"] == {"val": 0.0, "test": 0.0}
+        assert summary["name_leakage"]["test"] == 0.0 and summary["name_leakage"]["val"] == 0.0
+
+
+def test_discovered_groups_that_split_named_videos_are_a_loud_leak(caplog):
+    from actionrec.split import make_split
+
+    table, vectors = named_and_one_unnamed()
+    grouped, info = choose_groups(table, "discover", vectors, 0.15)
+    assert info["source"] == "discovered"
+    leaks = []
+    for seed in range(3):
+        with caplog.at_level(logging.WARNING):
+            _, summary = make_split(grouped, "group", seed=seed)
+        assert summary["leakage"] == {"val": 0.0, "test": 0.0}  # by the discovered groups
+        leaks.append(summary["name_leakage"]["test"])
+    assert max(leaks) > 0 and "LEAK: clips of one named source video" in caplog.text
+    message = warnings_of("group", None, 0.1, {"val": 0.0, "test": max(leaks)})[0]
+    assert "named source video (_gNN_) sit on two sides" in message
+
+
+def test_discovered_clips_get_an_estimate_of_their_true_leakage_not_a_bare_zero():
+    from actionrec.groups import sibling_in_train
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(4, 32))
+    # Train holds clips 0-3; each test clip is near one of them, at rising distance.
+    noise = [0.01, 0.3, 1.0, 3.0]
+    held = np.stack([b + s * rng.normal(size=32) for b, s in zip(base, noise, strict=True)])
+    vectors = np.concatenate([base, held])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    split = pd.DataFrame(
+        {
+            "clip_id": [f"c{i}" for i in range(8)],
+            "label": 0,
+            "group": [f"A_d{i:02d}" for i in range(8)],
+            "split": ["train"] * 4 + ["test"] * 4,
+        }
+    )
+    plain, _ = audit(split, vectors)
+    assert "estimated_leakage" not in plain["test"]
+    summary, _ = audit(split, vectors, discovered=np.ones(8, dtype=bool))
+    top = (vectors[4:] @ vectors[:4].T).max(axis=1)
+    assert summary["test"]["discovered_clips"] == 4
+    assert summary["test"]["estimated_leakage"] == round(float(sibling_in_train(top).mean()), 4)
+    # The curve rises with the similarity: a near-twin in train is a likely sibling.
+    chances = sibling_in_train(np.array([0.5, 0.77, 0.9, 0.99]))
+    assert np.all(np.diff(chances) > 0) and chances[0] < 0.05 and chances[-1] > 0.9
+    warning = warnings_of("group", summary, max_share=0.0)
+    assert any("an estimated" in w and "measured on discovered groups" in w for w in warning)
+
+
+def test_the_leak_check_never_passes_discovered_groups_on_a_bare_zero():
+    from actionrec.report_intro import leak_check
+
+    zero = {"leakage": {"val": 0.0, "test": 0.0}, "groups": {"source": "discovered"}}
+    check = leak_check({"leakage_share": 0.0, "estimated_leakage_share": 0.45}, zero)
+    assert check.startswith("uncertain (0.0% of test, 0.0% of val clips share a group (discovered)")
+    assert "an estimated 45.0% of test clips have their source video in train" in check
+    named = {**zero, "groups": {"source": "names"}, "name_leakage": {"val": 0.0, "test": 0.2}}
+    assert leak_check({"leakage_share": 0.0}, named).startswith("leaks (")

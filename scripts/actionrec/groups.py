@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.15  # cosine distance at which a class's clusters are cut
 DEFAULT_SIMILARITY = 0.92  # cosine similarity of a near-duplicate
 DEFAULT_MAX_SHARE = 0.1  # share of val or test clips with one in train before a warning
+# sibling_in_train's intercept and slope: bench/groups.py's fit over 20 seeded splits
+# of the 290 real clips (2,338 held-out clips); the README gives how far it is off
+LEAK_CURVE = (-9.39, 12.08)
 
 
 def unnamed(clip_ids) -> list[str]:
@@ -107,28 +110,39 @@ def choose_groups(
 ) -> tuple[pd.DataFrame, dict]:
     """``clips`` (with clip_id, class, group) with the group the split is to
     use, a ``name_group`` column (the group from the name, '' when it has
-    none) and ``source`` (names or discovered), and a summary for split.json."""
+    none) and ``source`` (names or discovered, per clip), and a summary for
+    split.json.
+
+    In ``auto``, a name's group is never overridden: clips without one are
+    clustered among themselves, so a discovered group cannot split the clips
+    that their names put together. ``discover`` clusters every clip."""
     lacking = set(unnamed(clips["clip_id"]))
-    name_group = clips["group"].where(~clips["clip_id"].isin(lacking), "")
+    has_name = ~clips["clip_id"].isin(lacking)
+    name_group = clips["group"].where(has_name, "")
     out = clips.assign(name_group=name_group, source="names")
     info = {"mode": mode, "source": "names", "unnamed_clips": len(lacking)}
     if discovers(mode, len(lacking)):
         if vectors is None:
             raise ValueError("discovering groups needs the clips' frozen features")
-        found = discover_groups(clips, vectors, threshold)
-        out = out.assign(group=found, source="discovered")
-        info.update(source="discovered", threshold=threshold)
+        chosen = ~has_name if mode == "auto" else pd.Series(True, index=clips.index)
+        rows = clips[chosen]
+        found = discover_groups(rows, vectors[clips.index.get_indexer(rows.index)], threshold)
+        out.loc[chosen, "group"] = found
+        out.loc[chosen, "source"] = "discovered"
+        mixed = bool(chosen.sum() < len(clips))
+        info.update(source="names and discovered" if mixed else "discovered", threshold=threshold)
         why = (
             f"{len(lacking)} of {len(clips)} clips have no _gNN_ in their names"
             if mode == "auto"
             else "split.groups is discover"
         )
         log.warning(
-            "groups discovered from frozen features (%s): %d groups for %d clips, "
+            "groups discovered from frozen features (%s): %d groups for %d clips%s, "
             "cosine distance threshold %s",
             why,
             found.nunique(),
-            len(clips),
+            len(rows),
+            "; the other clips keep the groups their names give" if mixed else "",
             threshold,
         )
     elif lacking:
@@ -143,18 +157,34 @@ def choose_groups(
     return out, info
 
 
+def sibling_in_train(similarity: np.ndarray) -> np.ndarray:
+    """The chance that a held-out clip's source video also sits in train, from
+    the cosine similarity of its nearest train clip of its class: a logistic
+    curve fitted by bench/groups.py on real UCF101 clips whose true groups it
+    hides (EfficientNet-Lite0 ImageNet features, groups discovered at 0.15)."""
+    a, b = LEAK_CURVE
+    return 1.0 / (1.0 + np.exp(-(a + b * similarity)))
+
+
 def audit(
     split: pd.DataFrame,
     vectors: np.ndarray,
     *,
     similarity: float = DEFAULT_SIMILARITY,
     pairs: int = 6,
+    discovered: np.ndarray | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """For each val and test clip of ``split`` (rows aligned with ``vectors``),
     its most similar train clip of the same class (one of another class can
     only mislead, not lend its label). Returns the summary (per side: the share
     of clips at or above ``similarity``, and the median and largest similarity)
-    and the ``pairs`` most similar pairs over both sides."""
+    and the ``pairs`` most similar pairs over both sides.
+
+    ``discovered`` marks the rows whose group was discovered, not named: their
+    group says nothing of their source video, so each side also gets
+    ``estimated_leakage``, the expected share of its clips whose source video
+    is in train (``sibling_in_train`` for discovered clips, the group's own
+    answer for named ones)."""
     if not -1 <= similarity <= 1:
         raise ValueError(f"split.audit.similarity must be in [-1, 1], not {similarity!r}")
     labels = split["label"].to_numpy()
@@ -176,6 +206,12 @@ def audit(
             "median_similarity": round(float(np.median(top)), 4),
             "max_similarity": round(float(top.max()), 4),
         }
+        if discovered is not None and discovered[rows].any():
+            groups = split["group"].to_numpy()
+            known = np.isin(groups[rows], groups[train]).astype(float)
+            chance = np.where(discovered[rows], np.maximum(known, sibling_in_train(top)), known)
+            summary[side]["discovered_clips"] = int(discovered[rows].sum())
+            summary[side]["estimated_leakage"] = round(float(chance.mean()), 4)
         nearest.append(
             pd.DataFrame(
                 {
@@ -195,7 +231,12 @@ def audit(
     return summary, table.head(pairs).reset_index(drop=True)
 
 
-def warnings_of(method: str, audit_summary: dict | None, max_share: float) -> list[str]:
+def warnings_of(
+    method: str,
+    audit_summary: dict | None,
+    max_share: float,
+    name_leakage: dict | None = None,
+) -> list[str]:
     """What the numbers of a split then measure, when they measure memory too."""
     out = []
     if method == "random":
@@ -203,12 +244,28 @@ def warnings_of(method: str, audit_summary: dict | None, max_share: float) -> li
             "split.method is random: clips of one source video sit on both sides, so val and "
             "test scores measure memory of actors and scenes as well as recognition"
         )
+    elif name_leakage and max(name_leakage["val"], name_leakage["test"]) > 0:
+        out.append(
+            f"clips of one named source video (_gNN_) sit on two sides of the split: "
+            f"{name_leakage['test']:.1%} of named test and {name_leakage['val']:.1%} of named "
+            "val clips share their name's group with train, so their scores measure memory as "
+            "well as recognition (split.groups: auto keeps the names' groups)"
+        )
     for side in ("val", "test"):
-        share = (audit_summary or {}).get(side, {}).get("near_duplicates", 0.0)
+        part = (audit_summary or {}).get(side, {})
+        share = part.get("near_duplicates", 0.0)
         if share > max_share:
             out.append(
                 f"{share:.0%} of {side} clips have a near-duplicate in train (cosine similarity "
                 f">= {audit_summary['similarity']}): their score measures memory of those "
                 "clips as well as recognition"
+            )
+        estimate = part.get("estimated_leakage", 0.0)
+        if method != "random" and estimate > max_share:
+            out.append(
+                f"the groups of {part['discovered_clips']} {side} clips were discovered, not "
+                f"named, so its leakage of 0 is measured on discovered groups: an estimated "
+                f"{estimate:.0%} of {side} clips have their source video in train (from the "
+                "similarity of their nearest train clip)"
             )
     return out

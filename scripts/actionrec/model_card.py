@@ -97,14 +97,38 @@ def _start_weights(train: dict) -> str:
 def _groups(split: dict) -> str:
     groups = split.get("groups", {"source": "names"})
     count = f"{groups['groups']} groups" if "groups" in groups else "groups"
-    if groups["source"] == "discovered":
+    if groups["source"] != "names":
+        which = (
+            "for the clips without a group in their names"
+            if groups["source"] != "discovered"
+            else "not from names"
+        )
         return (
             f"{count} discovered from frozen features (split.groups `{groups['mode']}`: "
-            f"per-class clusters cut at cosine distance {groups['threshold']}), not from names."
+            f"per-class clusters cut at cosine distance {groups['threshold']}), {which}."
         )
     unnamed = groups.get("unnamed_clips", 0)
     lacking = f"; {unnamed} clips without one are each a group of their own" if unnamed else ""
     return f"{count} from the clips' names (`_gNN_`){lacking}."
+
+
+def _leakage(metrics: dict, split: dict) -> str:
+    """The leakage share, what groups it is measured on, and with discovered
+    groups the estimate of the share of test clips whose source video is in train."""
+    source = metrics.get("leakage_groups", "names")
+    text = (
+        f"Share of test clips whose group is also in train (leakage): "
+        f"{metrics['leakage_share']}, measured on groups from {source}."
+    )
+    if "name_leakage_share" in metrics:
+        text += f" By the groups their names give: {metrics['name_leakage_share']}."
+    if "estimated_leakage_share" in metrics:
+        text += (
+            f"\n  Discovered groups do not say which clips share a source video: an estimated "
+            f"{metrics['estimated_leakage_share']} of test clips have their source video in "
+            "train (from the similarity of each one's nearest train clip)."
+        )
+    return text
 
 
 def _audit(split: dict) -> str:
@@ -173,7 +197,7 @@ def write_model_card(
   uint8; {_sampling(extract)}.
 - Split: `{split["method"]}` ({fractions}, seed {split.get("seed")}); clips train
   {split["clips"]["train"]}, val {split["clips"]["val"]}, test {split["clips"]["test"]}.
-  Share of test clips whose group is also in train (leakage): {metrics["leakage_share"]}.
+  {_leakage(metrics, split)}
 - Groups: {_groups(split)}
 - Near-duplicates: {_audit(split)}
 

@@ -80,10 +80,19 @@ def summary_metrics(
     predictions: pd.DataFrame, true: np.ndarray, pred: np.ndarray, split_info: dict
 ) -> dict:
     top_col = next(c for c in predictions if c.startswith("in_top"))
+    estimate = (split_info.get("audit") or {}).get("test", {}).get("estimated_leakage")
     return {
         "split_method": split_info.get("method"),
         "seed": split_info.get("seed"),
         "leakage_share": split_info.get("leakage", {}).get("test"),
+        # what leakage_share is measured on: groups from names, discovered, or both
+        "leakage_groups": split_info.get("groups", {}).get("source", "names"),
+        **({"estimated_leakage_share": estimate} if estimate is not None else {}),
+        **(
+            {"name_leakage_share": split_info["name_leakage"]["test"]}
+            if "name_leakage" in split_info
+            else {}
+        ),
         "test_clips": int(len(true)),
         "accuracy": round(float((true == pred).mean()), 4),
         top_col.replace("in_", "") + "_accuracy": round(float(predictions[top_col].mean()), 4),

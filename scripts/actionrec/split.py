@@ -160,13 +160,40 @@ def official_split(
     return side
 
 
-def leakage(split: pd.DataFrame) -> dict[str, float]:
-    """For val and test, the share of clips whose group also appears in train."""
-    train_groups = set(split.loc[split["split"] == "train", "group"])
+def leakage(split: pd.DataFrame, column: str = "group") -> dict[str, float]:
+    """For val and test, the share of clips whose group (``column``) also
+    appears in train. Clips with an empty ``column`` (no group from their
+    name) are left out of both sides."""
+    split = split[split[column] != ""]
+    train_groups = set(split.loc[split["split"] == "train", column])
     out = {}
     for side in ("val", "test"):
         part = split[split["split"] == side]
-        out[side] = float(part["group"].isin(train_groups).mean()) if len(part) else 0.0
+        out[side] = float(part[column].isin(train_groups).mean()) if len(part) else 0.0
+    return out
+
+
+def name_leakage(clips: pd.DataFrame, method: str) -> dict | None:
+    """The leakage of the groups the clips' names give (clips carries
+    ``name_group`` and ``split``), when the split's groups are not all those:
+    the groups used may keep each other apart while a source video the names
+    name sits on two sides. A ``random`` split leaks by design; any other one
+    that leaks here is warned about loudly."""
+    if "name_group" not in clips or (clips["group"] == clips["name_group"]).all():
+        return None
+    named = clips[clips["name_group"] != ""]
+    out = {
+        "clips": {s: int((named["split"] == s).sum()) for s in SPLITS},
+        **leakage(named, "name_group"),
+    }
+    if method != "random" and (out["val"] > 0 or out["test"] > 0):
+        log.warning(
+            "LEAK: clips of one named source video (_gNN_) sit on two sides of the split: "
+            "%.1f%% of named test clips and %.1f%% of named val clips share their name's group "
+            "with train (split.groups: auto keeps the names' groups)",
+            100 * out["test"],
+            100 * out["val"],
+        )
     return out
 
 
@@ -220,6 +247,9 @@ def make_split(
         "excluded": excluded,
         "leakage": leakage(out),
     }
+    by_names = name_leakage(clips, method)
+    if by_names is not None:
+        summary["name_leakage"] = by_names
     if method == "official":
         summary["official_split"] = official_number
     return out, summary
