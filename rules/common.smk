@@ -184,6 +184,14 @@ def data_root():
     return config["data"]["root"] or DEMO_ROOT
 
 
+def dataset_listing():
+    """The user's videos by path, size and time, so that an added, removed or
+    replaced clip reruns the manifest and what follows (the demo's videos are
+    render_demo's output, tracked as the manifest's input)."""
+    root = config["data"]["root"]
+    return provenance.video_listing(root, config["data"]["extensions"]) if root else None
+
+
 def demo_videos(wildcards):
     """The rendered demo folder when the demo is the dataset, else nothing."""
     return [DEMO_ROOT] if config["data"]["root"] is None else []
@@ -367,6 +375,12 @@ def predict_folder(wildcards):
             "which does not exist; put the videos there or set predict.root"
         )
     return str(folder)
+
+
+def predict_listing(wildcards):
+    """The videos of a predict folder by path, size and time: one added, removed
+    or replaced reruns its table."""
+    return provenance.video_listing(predict_folder(wildcards), config["data"]["extensions"])
 
 
 def grid_points(wildcards):

@@ -39,6 +39,7 @@ checkpoint manifest:
         root=data_root(),
         class_index=class_index(),
         extensions=config["data"]["extensions"],
+        videos=dataset_listing(),
         code=code_of("build_manifest.py"),
     script:
         "../scripts/build_manifest.py"

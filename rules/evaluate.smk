@@ -155,6 +155,7 @@ rule predict:
         resize=config["extract"]["resize"],
         ffmpeg=config["extract"]["ffmpeg"],
         extensions=config["data"]["extensions"],
+        videos=predict_listing,
         code=code_of("predict_videos.py"),
     script:
         "../scripts/predict_videos.py"

@@ -40,6 +40,33 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
+def video_listing(root: str | os.PathLike, extensions, max_depth: int = 8) -> str:
+    """A digest of the videos under ``root`` (files ending in one of
+    ``extensions``, any case, hidden ones left out): each one's path, size and
+    modification time. A rule that reads a folder of videos has it among its
+    params, so that adding, removing or replacing a video reruns it. Links are
+    followed, to ``max_depth`` levels (a link loop ends there)."""
+    root = Path(root)
+    if not root.is_dir():
+        return "absent"
+    exts = tuple(e.lower() for e in extensions)
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        depth = len(Path(folder).relative_to(root).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < max_depth else []
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(exts):
+                continue
+            path = Path(folder) / name
+            try:
+                stat = path.stat()
+                entry = f"{stat.st_size} {stat.st_mtime_ns}"
+            except OSError:  # a broken link: its appearance or repair counts too
+                entry = "unreadable"
+            digest.update(os.fsencode(path.relative_to(root)) + b"\0" + entry.encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
 def _imported_modules(path: Path, package: Path) -> set[str]:
     """The modules of ``package`` that the file at ``path`` imports, at any
     depth of the file (imports inside functions count)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -81,7 +82,7 @@ def epochs_done(stage_dir: Path) -> int:
 def discard_stage(stage_dir: Path) -> None:
     """Remove an interrupted stage's state, so that it starts afresh."""
     shutil.rmtree(stage_dir / "backup", ignore_errors=True)
-    for name in ("best.weights.h5", "history.csv"):
+    for name in ("best.weights.h5", "partial-best.weights.h5", "history.csv"):
         (stage_dir / name).unlink(missing_ok=True)
 
 
@@ -182,13 +183,31 @@ class CollapseGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def partial(path: Path) -> Path:
+    """Where a weights file is written before it replaces ``path`` (Keras needs
+    the name to end in .weights.h5)."""
+    return path.with_name("partial-" + path.name)
+
+
 class GuardedCheckpoint(keras.callbacks.ModelCheckpoint):
     """ModelCheckpoint that never keeps the weights of an epoch CollapseGuard
-    marked as collapsed, whatever its monitored value."""
+    marked as collapsed, whatever its monitored value, and writes each file
+    whole: to a partial file first, which then replaces the best one, so that
+    a kill mid-write leaves the last good weights."""
 
     def on_epoch_end(self, epoch, logs=None):
         if not (logs or {}).get("collapsed"):
             super().on_epoch_end(epoch, logs)
+
+    def _get_file_path(self, epoch, batch, logs):
+        return str(partial(Path(self.filepath)))
+
+    def _save_model(self, epoch, batch, logs):
+        written = partial(Path(self.filepath))
+        written.unlink(missing_ok=True)
+        super()._save_model(epoch, batch, logs)
+        if written.exists():
+            os.replace(written, self.filepath)
 
 
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):

@@ -53,7 +53,7 @@ from .pipeline import (
     shard_layout,
     steps_per_epoch,
 )
-from .provenance import library_versions
+from .provenance import code_digest, library_versions
 from .resume import HISTORY_COLUMNS, TestEvaluation, fit_resumable, prepare_work_dir
 from .search import SearchSettings
 from .settings import with_defaults
@@ -225,11 +225,13 @@ def configure_devices(
 
 def environment(cfg: TrainConfig) -> dict:
     """What a training's numbers depend on besides its settings and data: the
-    backbone's files by content, the devices it resolves to, the libraries."""
+    backbone's files by content, the devices it resolves to, the libraries, and
+    this package's code (an interrupted run of older code is not resumed)."""
     return {
         "backbone": provenance(cfg.backbone, cfg.weights),
         "devices": resolved_devices(cfg),
         "libraries": library_versions(),
+        "code": code_digest(__file__),
     }
 
 
