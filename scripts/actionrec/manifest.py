@@ -65,6 +65,21 @@ def check_name(path: Path, what: str, forbidden: str = "") -> None:
         )
 
 
+def check_class_name(path: Path) -> None:
+    """Raise DatasetError, naming the class folder ``path``, when its name is
+    blank or starts or ends with whitespace. classes.txt holds one name a line
+    and its reader skips blank lines: a blank name would vanish from it and
+    shift every later label by one. Whitespace at either end is as easily
+    lost by an editor or a tool that trims each line."""
+    name = path.name
+    if name != name.strip():
+        raise DatasetError(
+            f"{str(path)!r}: a class folder name may not be blank nor start or end with "
+            "whitespace (class names are kept one a line in classes.txt, whose blank lines "
+            "are skipped: the labels would shift); rename it"
+        )
+
+
 def parse_clip_name(stem: str) -> tuple[str | None, str | None]:
     """The ``gNN`` and ``cNN`` of a UCF101 clip name, or (None, None)."""
     m = _UCF_NAME.search(stem)
@@ -100,6 +115,7 @@ def scan_videos(
         ]
         if candidates:
             check_name(class_dir, "class folder", forbidden=";")
+            check_class_name(class_dir)
         for f in candidates:
             check_name(f, "video file")
         for f in candidates:
@@ -155,6 +171,13 @@ def build_manifest(
     if not any(found.get(c) for c in classes):
         raise DatasetError(
             f"no videos ({', '.join(extensions)}) found in the class folders of {root}"
+        )
+    present = [c for c in classes if found.get(c)]
+    if len(present) < 2:
+        raise DatasetError(
+            f"data.root {str(root)!r} holds videos of one class only ({present[0]!r}): a "
+            "classifier needs at least two classes; add a folder <root>/<Class>/ of videos "
+            "for each further class"
         )
     rows = []
     seen: dict[str, Path] = {}
