@@ -257,6 +257,72 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
     return out
 
 
+@dataclass
+class Devices:
+    """Where a training runs: the strategy, XLA, and the global batch sizes
+    (per replica times replicas) of clips and of cached features."""
+
+    strategy: tf.distribute.Strategy
+    xla: bool
+    batch: int
+    feature_batch: int
+
+    @classmethod
+    def set_up(cls, cfg: TrainConfig, threads: int | None) -> Devices:
+        strategy, xla = configure_devices(cfg, threads)
+        replicas = strategy.num_replicas_in_sync
+        feature_batch = (cfg.feature_batch_size or cfg.batch_size) * replicas
+        return cls(strategy, xla, cfg.batch_size * replicas, feature_batch)
+
+    def batch_of(self, stage: Stage) -> int:
+        return self.feature_batch if stage.features else self.batch
+
+
+@dataclass
+class Progress:
+    """What the stages so far hand to the next: their histories, the best
+    monitored value to beat, the (stage, epoch) whose weights the model holds,
+    and the train accuracy below which fine-tuning counts as collapsed."""
+
+    histories: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    baseline: float | None = None
+    kept: tuple[int, int] | None = None
+    floor: float | None = None
+
+    def record(self, stage: Stage, history: pd.DataFrame, summary: dict, cfg: TrainConfig):
+        history.insert(1, "stage", stage.name)
+        self.histories.append(history)
+        if stage.name == "frozen" and summary["best_epoch"] is not None:
+            # Fine-tuning that falls this far below the frozen head's train
+            # accuracy is destroying the pretrained features.
+            reached = float(history["accuracy"].iloc[summary["best_epoch"]])
+            self.floor = reached - float(cfg.finetune["collapse"])
+        if summary["collapsed"]:
+            log.warning(
+                "stage %s collapsed (train accuracy below %.3f) and stopped early",
+                stage.name,
+                self.floor,
+            )
+        if summary["best_epoch"] is None:
+            log.info(
+                "stage %s: no epoch beat %s %.4f; the weights before it stay",
+                stage.name,
+                cfg.monitor,
+                self.baseline,
+            )
+            return
+        self.kept = (len(self.histories) - 1, summary["best_epoch"])
+        self.baseline = summary["best"]
+        log.info(
+            "stage %s: %d epoch(s), kept epoch %d (%s %.4f)",
+            stage.name,
+            summary["epochs"],
+            summary["best_epoch"] + 1,
+            cfg.monitor,
+            self.baseline,
+        )
+
+
 def train(
     data: Data,
     cfg: TrainConfig,
@@ -283,13 +349,38 @@ def train(
         work_dir,
         {"config": dataclasses.asdict(cfg), "data": data_fingerprint(data), **environment(cfg)},
     )
-    strategy, xla = configure_devices(cfg, threads)
-    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
-    feature_batch = (cfg.feature_batch_size or cfg.batch_size) * strategy.num_replicas_in_sync
+    devices = Devices.set_up(cfg, threads)
+    head_only = head_only and all(s.features for s in stages)
+    model = build_for_training(data, cfg, stages, devices, head_only)
+    class_weight = None
+    if cfg.class_weights:
+        labels = clip_table(data.split, "train")["label"].to_numpy()
+        class_weight = balanced_class_weights(labels, data.num_classes)
+    progress = Progress()
+    for stage in stages:
+        history, summary = run_stage(
+            model, stage, data, cfg, devices, work_dir, progress, class_weight, head_only
+        )
+        progress.record(stage, history, summary, cfg)
+    history = _join(progress.histories, progress.kept)
+    if history_path is not None:
+        write_tsv(history, history_path)
+    if model_path is not None:
+        model.save(model_path)
+        log.info("saved %s (kept epoch %d)", model_path, kept_epoch(history))
+    # Finished: a later run of the same training starts afresh.
+    shutil.rmtree(work_dir)
+    return model, history
+
+
+def build_for_training(
+    data: Data, cfg: TrainConfig, stages: list[Stage], devices: Devices, head_only: bool
+) -> keras.Model:
+    """The clip model (or, ``head_only``, the head on cached features) in the
+    devices' scope, and the line that says what is about to train."""
     first_shard = clip_table(data.split, "train")["shard"].iloc[0]
     frames, size = shard_geometry(data.shards[first_shard])
-    head_only = head_only and all(s.features for s in stages)
-    with strategy.scope():
+    with devices.strategy.scope():
         if head_only:
             model = build_head(
                 data.num_classes,
@@ -311,11 +402,7 @@ def train(
                 bn_momentum=cfg.bn_momentum,
                 norm=cfg.norm,
             )
-    cached_batch = (
-        f" ({feature_batch} on cached features)"
-        if feature_batch != global_batch and any(s.features for s in stages)
-        else ""
-    )
+    cached = any(s.features for s in stages) and devices.feature_batch != devices.batch
     log.info(
         "training %s/%s (%s), T=%d S=%d, %d classes, batch %d%s; stages: %s",
         cfg.backbone,
@@ -324,90 +411,58 @@ def train(
         frames,
         size,
         data.num_classes,
-        global_batch,
-        cached_batch,
+        devices.batch,
+        f" ({devices.feature_batch} on cached features)" if cached else "",
         ", ".join(
             f"{s.name} (lr {s.lr:g}, up to {s.epochs} epochs"
             f"{', cached features' if s.features else ''})"
             for s in stages
         ),
     )
-    class_weight = None
-    if cfg.class_weights:
-        labels = clip_table(data.split, "train")["label"].to_numpy()
-        class_weight = balanced_class_weights(labels, data.num_classes)
-    histories, baseline, kept, floor = [], None, None, None
-    for stage in stages:
-        batch = feature_batch if stage.features else global_batch
-        steps = steps_per_epoch(data.split, "train", batch, cfg.train_fraction, cfg.seed)
-        target = head_of(model) if stage.features and not head_only else model
-        if stage.name == "frozen" and not head_only:
-            backbone_of(model).trainable = False
-        elif stage.name == "finetune":
-            trained = set_backbone_trainable(
-                model, stage.blocks, cfg.finetune["batch_norm"] == "train"
-            )
-            log.info("fine-tuning %s backbone block(s): %d weights", stage.blocks, trained)
-        with strategy.scope():
-            target.compile(
-                optimizer=make_optimizer(stage, cfg, steps),
-                loss=make_loss(cfg),
-                metrics=["accuracy"],
-                jit_compile=xla,
-            )
-        history, summary = _fit_stage(
-            target,
-            stage,
-            data,
-            cfg,
-            batch=batch,
-            work_dir=work_dir,
-            steps=steps,
-            baseline=baseline,
-            class_weight=class_weight,
-            collapse_floor=floor if stage.name == "finetune" else None,
+    return model
+
+
+def run_stage(
+    model: keras.Model,
+    stage: Stage,
+    data: Data,
+    cfg: TrainConfig,
+    devices: Devices,
+    work_dir: Path,
+    progress: Progress,
+    class_weight: dict | None,
+    head_only: bool,
+) -> tuple[pd.DataFrame, dict]:
+    """One stage: what trains (the head on cached features, the clip model
+    with a frozen backbone, or its top blocks), compiled for this stage's rate,
+    fitted resumably against the stages before it."""
+    batch = devices.batch_of(stage)
+    steps = steps_per_epoch(data.split, "train", batch, cfg.train_fraction, cfg.seed)
+    target = head_of(model) if stage.features and not head_only else model
+    if stage.name == "frozen" and not head_only:
+        backbone_of(model).trainable = False
+    elif stage.name == "finetune":
+        trained = set_backbone_trainable(model, stage.blocks, cfg.finetune["batch_norm"] == "train")
+        log.info("fine-tuning %s backbone block(s): %d weights", stage.blocks, trained)
+    with devices.strategy.scope():
+        target.compile(
+            optimizer=make_optimizer(stage, cfg, steps),
+            loss=make_loss(cfg),
+            metrics=["accuracy"],
+            jit_compile=devices.xla,
         )
-        history.insert(1, "stage", stage.name)
-        histories.append(history)
-        if stage.name == "frozen" and summary["best_epoch"] is not None:
-            # Fine-tuning that falls this far below the frozen head's train
-            # accuracy is destroying the pretrained features.
-            reached = float(history["accuracy"].iloc[summary["best_epoch"]])
-            floor = reached - float(cfg.finetune["collapse"])
-        if summary["collapsed"]:
-            log.warning(
-                "stage %s collapsed (train accuracy below %.3f) and stopped early",
-                stage.name,
-                floor,
-            )
-        if summary["best_epoch"] is not None:
-            kept = (len(histories) - 1, summary["best_epoch"])
-            baseline = summary["best"]
-        if summary["best_epoch"] is None:
-            log.info(
-                "stage %s: no epoch beat %s %.4f; the weights before it stay",
-                stage.name,
-                cfg.monitor,
-                baseline,
-            )
-        else:
-            log.info(
-                "stage %s: %d epoch(s), kept epoch %d (%s %.4f)",
-                stage.name,
-                summary["epochs"],
-                summary["best_epoch"] + 1,
-                cfg.monitor,
-                baseline,
-            )
-    history = _join(histories, kept)
-    if history_path is not None:
-        write_tsv(history, history_path)
-    if model_path is not None:
-        model.save(model_path)
-        log.info("saved %s (kept epoch %d)", model_path, kept_epoch(history))
-    # Finished: a later run of the same training starts afresh.
-    shutil.rmtree(work_dir)
-    return model, history
+    return _fit_stage(
+        target,
+        stage,
+        data,
+        cfg,
+        batch=batch,
+        work_dir=work_dir,
+        steps=steps,
+        baseline=progress.baseline,
+        class_weight=class_weight,
+        collapse_floor=progress.floor if stage.name == "finetune" else None,
+    )
 
 
 def feature_dim(data: Data) -> int:
