@@ -160,6 +160,52 @@ def test_three_crops_differ_and_average(numbered, tmp_path):
         make_dataset(numbered, "test", 3, crop=0, features=True)
 
 
+def test_the_evaluation_transform_is_identity_clean_and_reaches_every_view_and_crop(numbered):
+    """The robustness stage's hook: an identity transform gives exactly the
+    clean evaluation; a transform's change reaches each view and crop."""
+    import tensorflow as tf
+
+    model = keras.Sequential(
+        [
+            keras.Input((T, S, S, 3), dtype="uint8"),
+            keras.layers.Rescaling(1.0 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    seen = []
+
+    def identity(frames, position):
+        seen.append(frames.shape)
+        return tf.identity(frames)
+
+    clean = predict_split(model, numbered, "test", 3, views=2, crops=3)[1]
+    same = predict_split(model, numbered, "test", 3, views=2, crops=3, transform=identity)[1]
+    np.testing.assert_array_equal(same, clean)
+    assert seen and seen[0][0] == T * K  # every stored frame, before views are taken
+
+    def darken(frames, position):
+        return frames // 4
+
+    dark = collect(make_dataset(numbered, "test", 3, offset=[0, 1], transform=darken))[0]
+    bright = collect(make_dataset(numbered, "test", 3, offset=[0, 1]))[0]
+    assert dark.shape == bright.shape == (3, 2, T, S, S, 3)
+    np.testing.assert_array_equal(dark, bright // 4)
+    cropped = collect(
+        make_dataset(numbered, "test", 3, offset=[0, 1], crop=[0, 2], transform=darken)
+    )
+    clean_crops = collect(make_dataset(numbered, "test", 3, offset=[0, 1], crop=[0, 2]))
+    # Each of the 2 views x 2 crops is darkened (a crop is resized, so not exactly a quarter).
+    per_view = cropped[0].reshape(3, 4, -1).mean(axis=2) / clean_crops[0].reshape(3, 4, -1).mean(
+        axis=2
+    )
+    assert np.all(per_view < 0.3), per_view
+    with pytest.raises(ValueError, match="transforms"):
+        make_dataset(numbered, "test", 3, features=True, transform=darken)
+    with pytest.raises(ValueError, match="evaluation streams"):
+        make_dataset(numbered, "train", 3, shuffle=True, transform=darken)
+
+
 def test_finetuning_warms_up_decays_clips_and_accumulates():
     cfg = TrainConfig.from_config(
         {

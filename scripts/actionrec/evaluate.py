@@ -32,11 +32,14 @@ def predict_split(
     views: int = 1,
     crops: int = 1,
     features: bool = False,
+    transform=None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The clips of one split (split.tsv order) and the model's probabilities,
     averaged over ``views`` temporal views x ``crops`` spatial crops (see
     :func:`.pipeline.view_offsets` and :data:`.pipeline.CROPS`). With
-    ``features``, ``model`` is a head and reads the cached features."""
+    ``features``, ``model`` is a head and reads the cached features.
+    ``transform`` changes every clip's frames before its views and crops are
+    taken (:data:`.pipeline.Transform`; the robustness evaluation's corruptions)."""
     import tensorflow as tf
 
     from .pipeline import CROPS, clip_table, make_dataset, shard_layout, view_offsets
@@ -55,6 +58,7 @@ def predict_split(
         offset=offsets,
         crop=list(range(3)) if crops == 3 else None,
         features=features,
+        transform=transform,
     ).map(lambda x, y: tf.reshape(x, [-1, *x.shape[2:]]))
     probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
     return clips, probs.reshape(len(clips), views * crops, -1).mean(axis=1)

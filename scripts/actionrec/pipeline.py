@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,6 +275,112 @@ def select_fraction(table: pd.DataFrame, fraction: float, seed: int) -> pd.DataF
     return shuffled[keep].sort_index().reset_index(drop=True)
 
 
+# A frame transform of evaluation: (stored frames uint8 [T x K, S, S, 3], the
+# clip's position in its split) -> frames of the same shape and dtype.
+Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+@dataclass
+class Clips:
+    """The clips a stream reads: their table (split order), their shard files
+    (frames or features) and the layout those record."""
+
+    table: pd.DataFrame
+    paths: list[Path]
+    layout: Layout
+
+    @classmethod
+    def of(cls, data: Data, split: str, features: bool, fraction: float, seed: int) -> Clips:
+        table = select_fraction(clip_table(data.split, split), fraction, seed)
+        files = data.features if features else data.shards
+        what = "feature shard" if features else "shard"
+        paths = [_shard_file(files, s, what) for s in sorted(table["shard"].unique())]
+        # A feature shard records the layout of the frame shard it was made from.
+        return cls(table, paths, shard_layout(paths[0]))
+
+    def locations(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """Per clip, the number of its shard among ``paths`` and its index there."""
+        number = {s: i for i, s in enumerate(sorted(self.table["shard"].unique()))}
+        shard_ids = tf.constant(self.table["shard"].map(number).to_numpy(np.int64))
+        return shard_ids, tf.constant(self.table["index"].to_numpy(np.int64))
+
+
+def frame_source(clips: Clips) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Clip source: the stored frames of the clip at a position, uint8
+    [T x K, S, S, 3], read by slice from its shard."""
+    reader = ShardReader(clips.paths)
+    shard_ids, indices = clips.locations()
+    shape = [clips.layout.stored, clips.layout.size, clips.layout.size, 3]
+
+    def read(shard, index):
+        return reader.read(int(shard), int(index))
+
+    def stored(position):
+        clip = tf.numpy_function(
+            read, [shard_ids[position], indices[position]], tf.uint8, stateful=False
+        )
+        return tf.ensure_shape(clip, shape)
+
+    return stored
+
+
+def feature_source(data: Data, clips: Clips, memory_mb: float) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Clip source: the cached features of the clip at a position, float32
+    [T x K, F]: held in memory when the split's take at most ``memory_mb``,
+    else read from the feature shards one clip at a time."""
+    if features_mb(clips.paths, len(clips.table)) <= memory_mb:
+        cached = tf.constant(load_features(data, clips.table))
+        return lambda position: tf.cast(tf.gather(cached, position), tf.float32)
+    reader = ShardReader(clips.paths, "features")
+    shard_ids, indices = clips.locations()
+    with h5py.File(clips.paths[0], "r") as f:
+        shape, dtype = f["features"].shape[1:], tf.as_dtype(f["features"].dtype)
+
+    def stored(position):
+        feats = tf.numpy_function(
+            lambda shard, index: reader.read(int(shard), int(index)),
+            [shard_ids[position], indices[position]],
+            dtype,
+            stateful=False,
+        )
+        return tf.cast(tf.ensure_shape(feats, shape), tf.float32)
+
+    return stored
+
+
+@dataclass
+class ViewSampler:
+    """Views of a clip's T x K stored frames (or features), each one frame per
+    segment: [V, T, ...]. ``drawing``: one view, its frame of every segment
+    drawn at random from (seed, epoch, position); else stored frame ``o`` of
+    every segment for each ``o`` of ``offsets``."""
+
+    frames: int
+    per_segment: int
+    offsets: list[int]
+    drawing: bool = False
+    seed: int = 0
+
+    @classmethod
+    def of(cls, layout: Layout, offset, drawing: bool = False, seed: int = 0) -> ViewSampler:
+        k = layout.per_segment
+        fixed = [k // 2] if offset is None else [int(o) for o in np.atleast_1d(offset)]
+        for o in fixed:
+            if not 0 <= o < k:
+                raise ValueError(f"offset {o} is not one of the {k} stored frames per segment")
+        return cls(layout.frames, k, fixed, drawing and k > 1, seed)
+
+    def __call__(self, stored: tf.Tensor, position: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+        base = tf.range(self.frames) * self.per_segment
+        if self.drawing:
+            key = tf.stack([self.seed * 1_000_003 + epoch, -1 - position])
+            drawn = tf.random.stateless_uniform(
+                [self.frames], key, 0, self.per_segment, dtype=tf.int32
+            )
+            return tf.gather(stored, base + drawn)[None]
+        return tf.stack([tf.gather(stored, base + o) for o in self.offsets])
+
+
 def make_dataset(
     data: Data,
     split: str,
@@ -290,6 +396,7 @@ def make_dataset(
     offset: int | Sequence[int] | None = None,
     crop: int | Sequence[int] | None = None,
     memory_mb: float = DEFAULT_FEATURE_MEMORY_MB,
+    transform: Transform | None = None,
 ) -> tf.data.Dataset:
     """Batches of (clips, one-hot labels [B, C]): uint8 frames
     [B, T, S, S, 3] read from the shards, or with ``features`` the cached
@@ -298,6 +405,11 @@ def make_dataset(
     feature shards one clip at a time.
 
     ``fraction`` < 1 keeps a seeded, class-stratified share of the split.
+
+    A stream that shuffles, augments or has ``epochs`` is a training stream
+    (:func:`training_elements`); any other an evaluation stream
+    (:func:`evaluation_elements`), which takes ``offset``, ``crop`` and
+    ``transform``.
 
     With ``epochs`` = (first, stop), the stream holds epochs first .. stop-1
     back to back, each its own batches (``steps_per_epoch`` of them): the
@@ -315,101 +427,100 @@ def make_dataset(
     crops, each element holds every (offset, crop) pair of its clip, offsets
     outer, [V x C, T, ...]: the clip is read once for all its views.
     """
-    table = select_fraction(clip_table(data.split, split), fraction, seed)
-    labels = tf.constant(table["label"].to_numpy(np.int64))
-    n = len(table)
-    workers = parallel_reads or tf.data.AUTOTUNE
-    shards = sorted(table["shard"].unique())
-    files = data.features if features else data.shards
-    paths = [_shard_file(files, s, "feature shard" if features else "shard") for s in shards]
-    # A feature shard records the layout of the frame shard it was made from.
-    layout = shard_layout(paths[0])
-    frames, size, k = layout.frames, layout.size, layout.per_segment
-    drawing = shuffle and epochs is not None and k > 1
-    stacked = isinstance(offset, Sequence) or isinstance(crop, Sequence)
-    fixed = [k // 2] if offset is None else [int(o) for o in np.atleast_1d(offset)]
-    crops = [None] if crop is None else [int(c) for c in np.atleast_1d(crop)]
-    for o in fixed:
-        if not 0 <= o < k:
-            raise ValueError(f"offset {o} is not one of the {k} stored frames per segment")
-
-    def segment_frames(stored, position, epoch):
-        """Views of the clip's T * K stored frames (or features), each one
-        frame per segment: [V, T, ...] (one drawn at random when training)."""
-        base = tf.range(frames) * k
-        if drawing:
-            key = tf.stack([seed * 1_000_003 + epoch, -1 - position])
-            drawn = tf.random.stateless_uniform([frames], key, 0, k, dtype=tf.int32)
-            return tf.gather(stored, base + drawn)[None]
-        return tf.stack([tf.gather(stored, base + o) for o in fixed])
-
-    def one_or_all(views):
-        """[V x C, T, ...] for a stacked stream, else the single view [T, ...]."""
-        return views if stacked else views[0]
-
-    if features:
-        if crop is not None:
-            raise ValueError("crops are taken from frames; cached features have none")
-        if features_mb(paths, n) <= memory_mb:
-            cached = tf.constant(load_features(data, table))
-
-            def stored_features(position):
-                return tf.gather(cached, position)
-
-        else:
-            reader = ShardReader(paths, "features")
-            shard_ids = tf.constant(table["shard"].map({s: i for i, s in enumerate(shards)}))
-            indices = tf.constant(table["index"].to_numpy(np.int64))
-            with h5py.File(paths[0], "r") as f:
-                shape, dtype = f["features"].shape[1:], tf.as_dtype(f["features"].dtype)
-
-            def stored_features(position):
-                feats = tf.numpy_function(
-                    lambda shard, index: reader.read(int(shard), int(index)),
-                    [shard_ids[position], indices[position]],
-                    dtype,
-                    stateful=False,
-                )
-                return tf.ensure_shape(feats, shape)
-
-        def clip_at(position, epoch):
-            feats = segment_frames(stored_features(position), position, epoch)
-            return one_or_all(tf.cast(feats, tf.float32))
-
+    clips = Clips.of(data, split, features, fraction, seed)
+    source = feature_source(data, clips, memory_mb) if features else frame_source(clips)
+    augmenting = augment is not None and augment.active and not features
+    if shuffle or epochs is not None or augmenting:
+        if crop is not None or transform is not None or isinstance(offset, Sequence):
+            raise ValueError("crops, lists of views and transforms are for evaluation streams")
+        drawing = shuffle and epochs is not None
+        views = ViewSampler.of(clips.layout, offset, drawing, seed)
+        element = training_elements(source, views, augment if augmenting else None, clips, seed)
     else:
-        reader = ShardReader(paths)
-        shard_ids = tf.constant(table["shard"].map({s: i for i, s in enumerate(shards)}), tf.int64)
-        indices = tf.constant(table["index"].to_numpy(np.int64))
-        augmenting = augment is not None and augment.active
+        element = evaluation_elements(source, clips, offset, crop, transform, features)
+    return batched(
+        clips, element, data.num_classes, batch_size, shuffle, seed, epochs, parallel_reads
+    )
 
-        def read(shard, index):
-            return reader.read(int(shard), int(index))
 
-        def clip_at(position, epoch):
-            clip = tf.numpy_function(
-                read, [shard_ids[position], indices[position]], tf.uint8, stateful=False
-            )
-            clip = tf.ensure_shape(clip, [layout.stored, size, size, 3])
-            views = segment_frames(clip, position, epoch)
-            if crop is not None:
-                views = tf.stack(
-                    [three_crops(v, size, c) for v in tf.unstack(views) for c in crops]
-                )
-            if augmenting:
-                key = tf.stack([seed * 1_000_003 + epoch, position])
-                return augment_clip(views[0], augment, size, key)
-            return one_or_all(views)
+def training_elements(
+    source, views: ViewSampler, augment: Augment | None, clips: Clips, seed: int
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The (position, epoch) -> clip of a training stream: one view, drawn per
+    epoch where the shards store several frames per segment, augmented from
+    (seed, epoch, position)."""
+
+    def element(position, epoch):
+        view = views(source(position), position, epoch)[0]
+        if augment is None:
+            return view
+        key = tf.stack([seed * 1_000_003 + epoch, position])
+        return augment_clip(view, augment, clips.layout.size, key)
+
+    return element
+
+
+def evaluation_elements(
+    source,
+    clips: Clips,
+    offset: int | Sequence[int] | None,
+    crop: int | Sequence[int] | None,
+    transform: Transform | None,
+    features: bool,
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The (position, epoch) -> clip of an evaluation stream: its views
+    (``offset``) and crops, [V x C, T, ...] when either is a list.
+
+    ``transform`` is the one place where evaluation changes frames: it gets
+    each clip's stored frames as read from the shard, before views and crops
+    are taken, so that whatever it does (a corruption deterministic from the
+    seed and position) reaches every view and crop the model sees. Without
+    one, the clean evaluation."""
+    if features and (crop is not None or transform is not None):
+        raise ValueError("crops and transforms act on frames; cached features have none")
+    views = ViewSampler.of(clips.layout, offset)
+    stacked = isinstance(offset, Sequence) or isinstance(crop, Sequence)
+    crops = [None] if crop is None else [int(c) for c in np.atleast_1d(crop)]
+    size = clips.layout.size
+
+    def element(position, epoch):
+        stored = source(position)
+        if transform is not None:
+            stored = tf.ensure_shape(transform(stored, position), stored.shape)
+        taken = views(stored, position, epoch)
+        if crop is not None:
+            taken = tf.stack([three_crops(v, size, c) for v in tf.unstack(taken) for c in crops])
+        return taken if stacked else taken[0]
+
+    return element
+
+
+def batched(
+    clips: Clips,
+    element: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    num_classes: int,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epochs: tuple[int, int] | None,
+    parallel_reads: int | None,
+) -> tf.data.Dataset:
+    """Epochs of (element, one-hot label) batches, each epoch's order a
+    permutation from (seed, epoch) when shuffled, else split order."""
+    labels = tf.constant(clips.table["label"].to_numpy(np.int64))
+    n = len(clips.table)
+    workers = parallel_reads or tf.data.AUTOTUNE
 
     def one_epoch(epoch):
         order = tf.range(n, dtype=tf.int64)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(order, tf.stack([seed, epoch]))
 
-        def element(position):
-            return clip_at(position, epoch), tf.one_hot(labels[position], data.num_classes)
+        def pair(position):
+            return element(position, epoch), tf.one_hot(labels[position], num_classes)
 
         ds = tf.data.Dataset.from_tensor_slices(order)
-        ds = ds.map(element, num_parallel_calls=workers, deterministic=True)
+        ds = ds.map(pair, num_parallel_calls=workers, deterministic=True)
         return ds.batch(batch_size)
 
     if epochs is None:
