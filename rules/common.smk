@@ -35,6 +35,13 @@ def check_backbone(key, backbone):
             f"{key}: {backbone!r} is not one of {list(catalog.BACKBONES)} nor the path of a "
             f"Keras model file ({catalog.BACKBONE_FILE_SUFFIX})"
         )
+    size = config["extract"]["size"]
+    if catalog.BACKBONES.get(backbone) and size < catalog.MIN_APPLICATION_SIZE:
+        raise ValueError(
+            f"{key}: {backbone} takes frames of at least {catalog.MIN_APPLICATION_SIZE} x "
+            f"{catalog.MIN_APPLICATION_SIZE}, and extract.size is {size}; raise extract.size "
+            "or use backbone smallcnn"
+        )
     weights = backbone_weights(backbone)
     if catalog.BACKBONES.get(backbone, "") is None and weights != "none":
         raise ValueError(f"{key}: {backbone} has no pretrained weights; set train.weights: none")

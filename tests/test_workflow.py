@@ -261,6 +261,8 @@ BAD_CONFIGS = [
     ("split: {groups: guess}", "'guess' is not one of ['names', 'discover', 'auto']"),
     ("split: {discover: {threshold: 2.5}}", "2.5 is greater than or equal to the maximum of 2"),
     ("split: {audit: {similarity: 1.5}}", "1.5 is greater than the maximum of 1"),
+    ("extract: {size: 16}", "efficientnetb0 takes frames of at least 32 x 32"),
+    ("seed: 4294967296", "4294967296 is greater than the maximum of 4294967295"),
     (
         "train: {weights: none}\nsplit: {groups: discover}",
         "split.groups: discover compares clips by the frozen features of a pretrained backbone",

@@ -21,6 +21,8 @@ BACKBONES = {
     # Four conv blocks, ~0.1 M parameters: for tests and quick checks, not a result.
     "smallcnn": None,
 }
+# The smallest frame side a keras.applications backbone takes.
+MIN_APPLICATION_SIZE = 32
 # Backbones that rule pretrain can pretrain on the demo's still images.
 PRETRAINABLE = tuple(name for name, constructor in BACKBONES.items() if constructor)
 # Backbones whose keras.applications model expects caffe-style input (BGR, mean
