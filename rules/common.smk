@@ -60,6 +60,11 @@ def check_config():
     total = sum(fractions.values())
     if abs(total - 1) > 1e-6:
         raise ValueError(f"split.fractions must sum to 1; {fractions} sums to {total:g}")
+    if fractions["test"] == 0 and config["split"]["method"] != "official":
+        raise ValueError(
+            "split.fractions.test is 0, but the final model, the comparison and the report are "
+            "measured on the test split; give it a share (0.2 is the default)"
+        )
     demo = config["demo"]
     if demo["min_frames"] > demo["max_frames"]:
         raise ValueError(

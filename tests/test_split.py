@@ -72,6 +72,7 @@ def test_bad_clips_are_not_split():
         {"train": 0.6, "val": 0.2, "test": 0.3},
         {"train": 0.6, "val": 0.4},
         {"train": 0, "val": 0.5, "test": 0.5},
+        {"train": 0.8, "val": 0, "test": 0.2},
     ],
 )
 def test_bad_fractions_are_refused(fractions):

@@ -263,6 +263,7 @@ BAD_CONFIGS = [
     ("split: {audit: {similarity: 1.5}}", "1.5 is greater than the maximum of 1"),
     ("extract: {size: 16}", "efficientnetb0 takes frames of at least 32 x 32"),
     ("seed: 4294967296", "4294967296 is greater than the maximum of 4294967295"),
+    ("split: {fractions: {train: 0.8, val: 0.2, test: 0}}", "split.fractions.test is 0"),
     (
         "train: {weights: none}\nsplit: {groups: discover}",
         "split.groups: discover compares clips by the frozen features of a pretrained backbone",

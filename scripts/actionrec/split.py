@@ -38,8 +38,14 @@ def check_fractions(fractions: dict[str, float]) -> dict[str, float]:
     keys = set(fractions)
     if keys != set(SPLITS):
         raise ValueError(f"split fractions need exactly the keys {SPLITS}, got {sorted(keys)}")
-    if any(not 0 <= fractions[k] <= 1 for k in SPLITS) or fractions["train"] <= 0:
-        raise ValueError(f"split fractions must lie in [0, 1] with train > 0, got {fractions}")
+    if (
+        any(not 0 <= fractions[k] <= 1 for k in SPLITS)
+        or min(fractions["train"], fractions["val"]) <= 0
+    ):
+        raise ValueError(
+            f"split fractions must lie in [0, 1] with train and val > 0 (early stopping follows "
+            f"val), got {fractions}"
+        )
     total = sum(fractions.values())
     if abs(total - 1) > 1e-6:
         raise ValueError(f"split fractions must sum to 1, got {total:g} from {fractions}")
