@@ -50,7 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import h5py  # noqa: E402
 import pandas as pd  # noqa: E402
-from real import SHARED, add_clip_arguments, check_inputs, logistic_regression_accuracy, quiet  # noqa: E402
+from real import (  # noqa: E402
+    SHARED,
+    add_clip_arguments,
+    add_training_arguments,
+    check_inputs,
+    logistic_regression_accuracy,
+    quiet,
+)
 
 from actionrec.pipeline import Layout, shard_layout  # noqa: E402
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
@@ -179,10 +186,10 @@ def main() -> None:
     add_clip_arguments(parser)
     parser.add_argument("--i3d", type=Path, default=I3D, help=f"clip backbone (default {I3D})")
     parser.add_argument("--i3d-frames", type=int, default=16, help="the clip backbone's T")
-    parser.add_argument("--seeds", type=int, default=5, help="group splits (seeds 0..N-1)")
-    parser.add_argument("--epochs", type=int, default=40, help="the frozen head's most epochs")
+    add_training_arguments(
+        parser, seeds=5, epochs=40, lr=0.001, epochs_help="the frozen head's most epochs"
+    )
     parser.add_argument("--patience", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=0.001, help="the frozen head's rate")
     parser.add_argument("--batch", type=int, default=8, help="clips a batch, on features")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help="keep extractions and features here")

@@ -23,6 +23,15 @@ def add_clip_arguments(parser: argparse.ArgumentParser, clips: Path = REAL3) -> 
     parser.add_argument("--size", type=int, default=224, help="S, pixels a side (default 224)")
 
 
+def add_training_arguments(
+    parser: argparse.ArgumentParser, *, seeds: int, epochs: int, lr: float, epochs_help: str
+) -> None:
+    """--seeds, --epochs and --lr, with a benchmark's own defaults."""
+    parser.add_argument("--seeds", type=int, default=seeds, help="group splits (seeds 0..N-1)")
+    parser.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
+    parser.add_argument("--lr", type=float, default=lr, help="the learning rate")
+
+
 def quiet():
     """Keras's per-epoch lines out of the benchmark's table."""
     return contextlib.redirect_stdout(io.StringIO())

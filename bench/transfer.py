@@ -37,7 +37,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import numpy as np  # noqa: E402
-from real import SAMPLE, add_clip_arguments, logistic_regression_accuracy, quiet  # noqa: E402
+from real import (  # noqa: E402
+    SAMPLE,
+    add_clip_arguments,
+    add_training_arguments,
+    logistic_regression_accuracy,
+    quiet,
+)
 
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
 
@@ -81,10 +87,10 @@ def workflow_run(results: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_clip_arguments(parser, SAMPLE)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of the timed trials")
-    parser.add_argument("--seeds", type=int, default=10, help="group splits for accuracy")
+    add_training_arguments(
+        parser, seeds=10, epochs=3, lr=0.001, epochs_help="epochs of the timed trials"
+    )
     parser.add_argument("--finetune", type=int, default=0, help="splits also fine-tuned")
-    parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--workflow", type=Path, help="a finished run's results folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
