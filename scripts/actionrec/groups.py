@@ -33,7 +33,7 @@ DEFAULT_THRESHOLD = 0.15  # cosine distance at which a class's clusters are cut
 DEFAULT_SIMILARITY = 0.92  # cosine similarity of a near-duplicate
 DEFAULT_MAX_SHARE = 0.1  # share of val or test clips with one in train before a warning
 # sibling_in_train's intercept and slope: bench/groups.py's fit over 20 seeded splits
-# of the 290 real clips (2,338 held-out clips); the README gives how far it is off
+# of the 290 real clips (2,338 held-out clips); docs/results.md gives how far it is off
 LEAK_CURVE = (-9.39, 12.08)
 
 

@@ -248,7 +248,7 @@ Weakest classes by F1:
         "The `average` head cannot tell classes apart that differ only in the order of frames "
         "(e.g. opening vs closing); choose an order-aware head for those."
         if head == "average"
-        else "Order-aware head: see the README for its measured cost."
+        else "Order-aware head: see docs/models.md for its measured cost."
     }
 - {extract["frames"]} frames per clip see the whole clip coarsely; fast actions between sampled
   frames are missed.
