@@ -39,8 +39,9 @@ rule evaluate:
         "../envs/train.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
         top=config["evaluate"]["top"],
         batch_size=config["evaluate"]["batch_size"],
@@ -145,8 +146,9 @@ rule predict:
         "../envs/train.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
         top=config["predict"]["top"],
         window_seconds=config["predict"]["window_seconds"],
@@ -184,7 +186,8 @@ rule export:
     threads: 2
     resources:
         mem_mb=config["resources"]["mem_mb"],
-        runtime=60,
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
         export=config["export"],
         code=code_of("export_model.py"),
@@ -215,8 +218,9 @@ rule explain:
         "../envs/train.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
     params:
         clips=config["explain"]["clips"],
         code=code_of("explain_clips.py"),
