@@ -1,9 +1,13 @@
-"""The tiny workflow submitted to a real single-node SLURM cluster through
-profiles/slurm, checked against the controller's records and against a local
-run; and the checks that the cluster's harness keeps to its own folder."""
+"""The tiny workflow submitted to a real single-node SLURM cluster with the command
+line profiles/slurm documents, checked against the controller's records (every
+rule that runs a model got the config's GPU in the GPU partition, the others
+none) and against a local run; the rules' resources and the profile checked
+without SLURM; and the checks that the cluster's harness keeps to its own folder."""
 
 import os
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -13,8 +17,90 @@ import yaml
 
 import slurm_cluster
 from actionrec.tables import read_tsv
-from conftest import SHORT_ARGS, short_workflow, snakemake
+from conftest import REPO, short_workflow, snakemake_cmd
 from slurm_cluster import MARKER, LocalSlurm, Unavailable, existing_slurm, leftovers
+
+PROFILE = "profiles/slurm"
+# Test-only flags beside the documented command: the private cluster has no
+# accounting, so sacct cannot answer and the plugin would wait for it forever;
+# and a first status check after 1 s instead of the profile's 20.
+TEST_ONLY = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1")
+# The short config's rules (rule all), and the two that run a model on request.
+# Export (minutes of conversions) is left out: its resources are checked in the rules below.
+TARGETS = ("all", "results/predict/clips.tsv")
+
+
+def documented_command() -> list[str]:
+    """The cluster command line that profiles/slurm/config.yaml tells a user to type."""
+    text = (REPO / PROFILE / "config.yaml").read_text()
+    lines = [line.lstrip("#").strip() for line in text.splitlines() if "--profile" in line]
+    assert len(lines) == 1, lines
+    return shlex.split(lines[0])
+
+
+def rule_blocks() -> dict[str, str]:
+    """Each rule's text in rules/*.smk, by name."""
+    text = "".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    parts = re.split(r"^(?:rule|checkpoint) (\w+):\n", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def model_rules() -> set[str]:
+    """The rules a cluster runs as jobs that run a model: those whose conda env
+    holds TensorFlow, local rules (downloads where Snakemake runs) left out."""
+    text = "".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
+    local = {
+        name
+        for block in re.findall(r"^localrules:((?:\n +\w+,?)+)", text, re.M)
+        for name in re.findall(r"\w+", block)
+    }
+    tensorflow = {
+        f"envs/{p.name}"
+        for p in (REPO / "envs").glob("*.yaml")
+        if any(d.startswith("tensorflow=") for d in yaml.safe_load(p.read_text())["dependencies"])
+    }
+    found = set()
+    for rule, block in rule_blocks().items():
+        env = re.search(r'conda:\n\s+"\.\./(envs/[\w.]+)"', block).group(1)
+        if env in tensorflow and rule not in local:
+            found.add(rule)
+    return found
+
+
+def ucf101_resources() -> dict:
+    """What config/ucf101.yaml, the documented cluster config, asks for a model job."""
+    return yaml.safe_load((REPO / "config/ucf101.yaml").read_text())["resources"]
+
+
+def partitions(workdir: Path = REPO) -> dict[str, dict]:
+    return yaml.safe_load((workdir / PROFILE / "partitions.yaml").read_text())["partitions"]
+
+
+def test_every_rule_that_runs_a_model_asks_for_the_configs_resources():
+    models = model_rules()
+    assert {"train", "evaluate", "predict", "export", "explain", "features"} <= models, models
+    for rule, block in rule_blocks().items():
+        asks = [
+            f'{key}=config["resources"]["{value}"]' in block
+            for key, value in (("gpu", "gpus"), ("mem_mb", "mem_mb"), ("runtime", "runtime"))
+        ]
+        if rule in models:
+            assert all(asks), f"rule {rule} runs a model but not on the config's resources"
+        else:
+            assert not asks[0], f"rule {rule} runs no model but asks for the config's GPUs"
+
+
+def test_the_profile_documents_the_ucf101_command_and_feeds_every_model_job():
+    command = documented_command()
+    assert command[:3] == ["snakemake", "--profile", PROFILE], command
+    assert command[command.index("--configfile") + 1] == "config/ucf101.yaml", command
+    assert ucf101_resources()["gpus"] >= 1
+    profile = yaml.safe_load((REPO / PROFILE / "config.yaml").read_text())
+    assert model_rules() <= set(profile["set-threads"]) <= set(profile["set-resources"])
+    # The plugin chooses a partition by GPUs from this file: it names one with and one without.
+    assert profile["slurm-partition-config"] == "partitions.yaml"
+    gpus = {name: limits.get("max_gpu", 0) for name, limits in partitions().items()}
+    assert min(gpus.values()) == 0 and max(gpus.values()) >= ucf101_resources()["gpus"], gpus
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +123,10 @@ def cluster(tmp_path_factory):
         pytest.skip(str(why))
 
 
-def prepared(folder: Path) -> Path:
+def prepared(folder: Path, cluster: LocalSlurm) -> Path:
     workdir = short_workflow(folder)
     # The profile as shipped, but asking for no more CPUs than this node has.
-    profile = workdir / "profiles/slurm/config.yaml"
+    profile = workdir / PROFILE / "config.yaml"
     spec = yaml.safe_load(profile.read_text())
     cpus = os.cpu_count()
     for resources in spec["set-resources"].values():
@@ -48,67 +134,115 @@ def prepared(folder: Path) -> Path:
             resources["cpus_per_task"] = min(resources["cpus_per_task"], cpus)
     spec["set-threads"] = {rule: min(n, cpus) for rule, n in spec["set-threads"].items()}
     profile.write_text(yaml.safe_dump(spec))
-    # Model jobs ask for a GPU, as on a GPU cluster (the node has a fake one).
-    (workdir / "gpu.yaml").write_text("resources: {gpus: 1}\n")
+    # The partitions the profile's partitions.yaml names, each on the one node (it
+    # has a fake GPU): the plugin chooses among them by what a job asks for.
+    for name in partitions(workdir):
+        subprocess.run(
+            ["scontrol", "create", f"PartitionName={name}", f"Nodes={cluster.host}", "State=UP"],
+            env=cluster.env,
+            check=True,
+            capture_output=True,
+        )
+    # In place of config/ucf101.yaml: its resources, the memory bounded by this node.
+    resources = ucf101_resources()
+    resources["mem_mb"] = min(resources["mem_mb"], 4000)
+    (workdir / "ucf101-resources.yaml").write_text(yaml.safe_dump({"resources": resources}))
+    # Two videos to classify: results/predict/clips.tsv.
+    from actionrec.synthetic import render_dataset
+
+    render_dataset(
+        workdir / "predict/clips",
+        classes=["Grow", "Checker"],
+        groups=1,
+        clips_per_group=1,
+        min_frames=30,
+        max_frames=40,
+        width=96,
+        height=72,
+        seed=1,
+        workers=1,
+    )
     return workdir
+
+
+def cluster_command() -> list[str]:
+    """The documented command with the test's configs in place of config/ucf101.yaml."""
+    command = documented_command()
+    at = command.index("config/ucf101.yaml")
+    configs = ["tiny.yaml", "short.yaml", "ucf101-resources.yaml"]
+    return [*snakemake_cmd(), *TARGETS, *command[1:at], *configs, *command[at + 1 :], *TEST_ONLY]
 
 
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
-    workdir = prepared(tmp_path_factory.mktemp("slurm"))
-    out = snakemake(
-        workdir,
-        "--workflow-profile",
-        "profiles/slurm",
-        *SHORT_ARGS,
-        "gpu.yaml",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        # Without accounting sacct cannot answer, and the plugin would wait for it forever.
-        "--slurm-status-command",
-        "squeue",
-        timeout=900,
-        slurm=True,
+    workdir = prepared(tmp_path_factory.mktemp("slurm"), cluster)
+    out = subprocess.run(
+        ["timeout", "-k", "10", "900", *cluster_command()],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return workdir, out
+
+
+def minutes(limit: str) -> int:
+    """scontrol's TimeLimit, [days-]hours:minutes:seconds, in minutes."""
+    days, _, clock = limit.rpartition("-")
+    hours, mins, _ = (int(x) for x in clock.split(":"))
+    return int(days or 0) * 1440 + hours * 60 + mins
 
 
 @pytest.mark.workflow
 @pytest.mark.slurm
 def test_every_rule_ran_as_a_completed_slurm_job(cluster, slurm_run):
     workdir, out = slurm_run
-    jobs = [
-        {k: j.get(k, "") for k in ("JobId", "Comment", "JobState", "ExitCode", "JOB_GRES")}
-        for j in cluster.jobs()
-    ]
+    keys = ("JobId", "Comment", "JobState", "ExitCode", "JOB_GRES", "Partition", "TimeLimit")
+    jobs = [{k: j.get(k, "") for k in keys} for j in cluster.jobs()]
     print("\n".join("|".join(j.values()) for j in jobs))  # the records, for the log
-    rules = {j["Comment"].split("_wildcards")[0].removeprefix("rule_") for j in jobs}
+    for job in jobs:
+        job["rule"] = job["Comment"].split("_wildcards")[0].removeprefix("rule_")
+    rules = {j["rule"] for j in jobs}
     wanted = {
         "render_demo",
         "manifest",
         "extract_shard",
         "extract_report",
         "split",
+        "audit_split",
         "train",
         "evaluate",
+        "explain",
         "figures",
         "model_card",
+        "predict",
     }
     assert wanted <= rules, (wanted - rules, jobs)
     assert all(j["JobState"] == "COMPLETED" and j["ExitCode"] == "0:0" for j in jobs), jobs
-    shards = [j for j in jobs if j["Comment"].startswith("rule_extract_shard")]
+    shards = [j for j in jobs if j["rule"] == "extract_shard"]
     assert len(shards) == 4
-    # The model jobs asked sbatch for the GPU of resources.gpus, and got it; the others none.
-    train = next(j for j in jobs if j["Comment"] == "rule_train")
-    assert train["JOB_GRES"] == "gpu:1", train
-    assert all(j["JOB_GRES"] == "(null)" for j in shards), shards
+    # Every job that runs a model asked sbatch for config/ucf101.yaml's GPUs and time
+    # and got them, in a partition with GPUs; every other job no GPU, in one without.
+    asked = ucf101_resources()
+    with_gpus = {name for name, limits in partitions(workdir).items() if limits.get("max_gpu")}
+    without = set(partitions(workdir)) - with_gpus
+    models = model_rules()
+    for job in jobs:
+        if job["rule"] in models:
+            assert job["JOB_GRES"] == f"gpu:{asked['gpus']}", job
+            assert job["Partition"] in with_gpus, job
+            assert minutes(job["TimeLimit"]) == asked["runtime"], job
+        else:
+            assert job["JOB_GRES"] == "(null)", job
+            assert job["Partition"] in without, job
     for log in (
         "logs/train/train.log",
+        "logs/evaluate/evaluate.log",
         "logs/extract_shard/shard-0000.log",
         "benchmarks/train/train.tsv",
     ):
         assert (workdir / log).stat().st_size > 0
+    assert read_tsv(workdir / "results/predict/clips.tsv")["status"].tolist() == ["ok", "ok"]
 
 
 @pytest.mark.workflow
