@@ -166,7 +166,7 @@ def test_a_live_stream_is_classified_line_by_line_while_it_runs(tiny_run, known_
 
 def test_a_stream_that_never_opens_is_named(tiny_run):
     port = free_port()  # nobody listens there
-    reader = Reader(tiny_run, f"tcp://127.0.0.1:{port}", "--timeout", "3")
+    reader = Reader(tiny_run, f"tcp://127.0.0.1:{port}", "--timeout", "3", "--allow-scheme", "tcp")
     rc, err = reader.finish(timeout=60)
     assert rc == 2 and f"error: tcp://127.0.0.1:{port}: could not be read" in err
 

@@ -8,8 +8,13 @@ installed editable from requirements.txt); ``python -m actionrec`` with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import re
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from . import __version__
 from .catalog import EXPORT_FORMATS
@@ -30,6 +35,40 @@ EXAMPLES = {
     "check-shards": """example:
   actionrec check-shards --configfile config/config.yaml --remove-bad""",
 }
+
+
+def bounded(kind: type, low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` from ``low`` (excluded when
+    ``above``) to ``high``; anything else is refused with the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, not {text!r}") from None
+        # Written so that NaN, which every comparison refuses, is out of range.
+        if (value > low if above else value >= low) and value <= high:
+            return value
+        lowest = f"more than {low:g}" if above else f"at least {low:g}"
+        raise argparse.ArgumentTypeError(f"must be {lowest} and at most {high:g}, not {text}")
+
+    return parse
+
+
+# Far beyond any use, and short of what would exhaust memory or never end.
+MAX_TOP = 1000
+MAX_VIEWS = 64
+MAX_WINDOW_SECONDS = 86400.0
+MAX_STEP_SECONDS = 3600.0
+MAX_TIMEOUT = 3600.0
+MAX_EXPORT_CLIPS = 1024
+
+
+def url_scheme_argument(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", text):
+        raise argparse.ArgumentTypeError(f"expected a URL scheme such as tcp or file, not {text!r}")
+    return text.lower()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("videos", nargs="*", help="video files, or folders to search for videos")
     _model_arguments(p)
-    p.add_argument("--top", type=int, default=5, help="classes to print per video (default 5)")
+    p.add_argument(
+        "--top",
+        type=bounded(int, 1, MAX_TOP),
+        default=5,
+        help=f"classes to print per video, 1 to {MAX_TOP} (default 5)",
+    )
     p.add_argument(
         "--extensions",
         nargs="+",
@@ -71,34 +115,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--window-seconds",
-        type=float,
-        help="length of the windows a video is cut into (default 10; with --stream, 2)",
+        type=bounded(float, 0, MAX_WINDOW_SECONDS, above=True),
+        help="length of the windows a video is cut into, more than 0 and at most "
+        f"{MAX_WINDOW_SECONDS:g} (default 10; with --stream, 2)",
     )
     p.add_argument(
         "--views",
-        type=int,
+        type=bounded(int, 1, MAX_VIEWS),
         default=defaults("predict")["views"],
-        help="temporal views averaged per window (default 1): each window is sampled to "
+        help=f"temporal views averaged per window, 1 to {MAX_VIEWS} (default 1): each window "
+        "is sampled to "
         "T x K frames, the layout of a shard with K frames a segment, and the views that "
         "evaluation takes of such a clip are averaged",
     )
     p.add_argument(
         "--frames-per-segment",
-        type=int,
+        type=bounded(int, 1, MAX_VIEWS),
         metavar="K",
-        help="K of the sampling above (default: VIEWS); the run's extract.frames_per_segment "
+        help=f"K of the sampling above, 1 to {MAX_VIEWS} (default: VIEWS); the run's "
+        "extract.frames_per_segment "
         "gives a window exactly the views its test clips got",
     )
-    p.add_argument("--output", help="also write the results as a TSV file")
+    p.add_argument(
+        "--output", help="also write the results as a TSV file (its folders made when missing)"
+    )
     live = p.add_argument_group("live video")
     live.add_argument(
         "--stream",
         metavar="SOURCE",
-        help="classify a live source: a device (/dev/video0), a URL (rtsp://, http://, "
-        "tcp://, udp://), a file, or - for standard input",
+        help="classify a live source: a device (/dev/video0), a camera's URL (rtsp://, "
+        "rtsps://, rtmp://, rtmps://, http://, https://, srt://, udp://, rtp://, or "
+        "tcp://HOST:PORT?listen=1 for an encoder that sends here), a file, or - for standard "
+        "input",
     )
     live.add_argument(
-        "--step-seconds", type=float, default=1.0, help="seconds between steps (default 1)"
+        "--allow-scheme",
+        action="append",
+        default=[],
+        type=url_scheme_argument,
+        metavar="SCHEME",
+        help="also read --stream URLs of this scheme (such as tcp, to connect to a host, or "
+        "file); repeat for more",
+    )
+    live.add_argument(
+        "--step-seconds",
+        type=bounded(float, 0, MAX_STEP_SECONDS, above=True),
+        default=1.0,
+        help=f"seconds between steps, more than 0 and at most {MAX_STEP_SECONDS:g} (default 1)",
     )
     live.add_argument(
         "--as-fast-as-possible",
@@ -107,9 +170,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     live.add_argument(
         "--timeout",
-        type=float,
+        type=bounded(float, 0, MAX_TIMEOUT, above=True),
         default=10.0,
-        help="seconds a network source may stay silent before it counts as dropped",
+        help="seconds a network source may stay silent before it counts as dropped, more "
+        f"than 0 and at most {MAX_TIMEOUT:g} (default 10)",
     )
 
     e = command(
@@ -120,7 +184,11 @@ def _parser() -> argparse.ArgumentParser:
         "agreement, largest probability difference, size and CPU time per clip.",
     )
     e.add_argument("--model", default="results/final/model.keras", help="a saved .keras model")
-    e.add_argument("--out", default="results/export/models", help="folder for the exports")
+    e.add_argument(
+        "--out",
+        default="results/export/models",
+        help="folder for the exports (made when missing)",
+    )
     export = defaults("export")
     e.add_argument(
         "--formats",
@@ -132,11 +200,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default="results/data", help="the run's data folder (test clips)")
     e.add_argument(
         "--clips",
-        type=int,
+        type=bounded(int, 1, MAX_EXPORT_CLIPS),
         default=export["clips"],
-        help=f"test clips to check on (default {export['clips']})",
+        help=f"test clips to check on, 1 to {MAX_EXPORT_CLIPS} (default {export['clips']})",
     )
-    e.add_argument("--output", help="also write the table as a TSV file")
+    e.add_argument(
+        "--output", help="also write the table as a TSV file (its folders made when missing)"
+    )
 
     x = command(
         "explain",
@@ -147,7 +217,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     x.add_argument("video", help="a video file")
     _model_arguments(x)
-    x.add_argument("--out", default="explanation.png", help="the figure (PNG)")
+    x.add_argument(
+        "--out",
+        default="explanation.png",
+        help="the figure: PNG, or the format its ending names, such as .pdf or .svg (its "
+        "folders made when missing)",
+    )
     x.add_argument("--true", help="the video's true class, to explain it beside the predicted one")
 
     c = command(
@@ -222,40 +297,85 @@ def _load(args):
     return model, names
 
 
+def _error(message: str) -> int:
+    from .predict import printable
+
+    print(f"error: {printable(message)}", file=sys.stderr)
+    return 2
+
+
+def _output_problem(path: str, flag: str, folder: bool = False) -> str | None:
+    """Why ``path`` cannot take the file (or, when ``folder``, the folder)
+    that a command writes at its end, told before the work: something of the
+    other kind there, a file where one of its folders would be, a folder
+    that is not writable, or a name that the file system refuses."""
+    target = Path(path)
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if target.exists() and target.is_dir() != folder:
+        return f"{flag} {path} is a {other}: name a new or existing {kind}"
+    parent = target if folder else target.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        return f"{flag} {path} cannot be made: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{flag} {path} cannot be made: {existing} is not writable"
+    if folder or existing != parent:
+        return None
+    # The name itself is tried, as the file's own is made: some file systems
+    # take only UTF-8 names, or shorter ones.
+    part = parent / f".{target.name}.part"
+    try:
+        with open(part, "ab"):
+            pass
+    except OSError as err:
+        return f"{flag} {path} cannot be written: {err.strerror}"
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink()
+    return None
+
+
+def _write_table(table, path: str, flag: str) -> bool:
+    """Write ``table`` to ``path``; False, with an error printed and no
+    partial file left, when it cannot be."""
+    from .tables import write_tsv
+
+    try:
+        write_tsv(table, path)
+    except (OSError, UnicodeError) as err:
+        with contextlib.suppress(OSError):
+            Path(path).with_name(f".{Path(path).name}.part").unlink()
+        _error(f"{flag} {path} could not be written: {err}")
+        return False
+    return True
+
+
 def predict_command(args) -> int:
     from .predict import find_videos, predict_videos
-    from .tables import write_tsv
     from .video import BadVideo
 
     per_segment = args.frames_per_segment or args.views
-    checks = (("--top", args.top), ("--views", args.views), ("--frames-per-segment", per_segment))
-    for flag, value in checks:
-        if value < 1:
-            print(f"error: {flag} must be at least 1", file=sys.stderr)
-            return 2
     if args.views > per_segment:
-        print(
-            f"error: --views ({args.views}) exceeds --frames-per-segment ({per_segment}): a view "
-            "takes one of each segment's frames",
-            file=sys.stderr,
+        return _error(
+            f"--views ({args.views}) exceeds --frames-per-segment ({per_segment}): a view "
+            "takes one of each segment's frames"
         )
-        return 2
     if bool(args.stream) == bool(args.videos):
-        print(
-            "error: give video files or folders, or --stream SOURCE (one of the two)",
-            file=sys.stderr,
-        )
-        return 2
+        return _error("give video files or folders, or --stream SOURCE (one of the two)")
+    problem = args.output and _output_problem(args.output, "--output")
+    if problem:
+        return _error(problem)
     try:
         if args.stream:
-            from .stream import classify_stream
+            from .stream import check_source, classify_stream
 
+            check_source(args.stream, args.allow_scheme)
             model, names = _load(args)
             table = classify_stream(
                 model,
                 args.stream,
                 names,
-                window_seconds=args.window_seconds or 2.0,
+                window_seconds=2.0 if args.window_seconds is None else args.window_seconds,
                 step_seconds=args.step_seconds,
                 top=args.top,
                 resize=args.resize,
@@ -265,6 +385,7 @@ def predict_command(args) -> int:
                 on_step=_print_step,
                 views=args.views,
                 per_segment=per_segment,
+                allow_schemes=args.allow_scheme,
             )
         else:
             from .manifest import read_classes
@@ -274,7 +395,7 @@ def predict_command(args) -> int:
                 find_videos(args.videos, args.extensions),
                 classes=read_classes(args.classes) if args.classes else None,
                 top=args.top,
-                window_seconds=args.window_seconds or 10.0,
+                window_seconds=10.0 if args.window_seconds is None else args.window_seconds,
                 resize=args.resize,
                 ffmpeg_exe=args.ffmpeg,
                 on_result=_print_row,
@@ -282,10 +403,9 @@ def predict_command(args) -> int:
                 per_segment=per_segment,
             )
     except (FileNotFoundError, ValueError, BadVideo) as err:
-        print(f"error: {err}", file=sys.stderr)
+        return _error(str(err))
+    if args.output and not _write_table(table, args.output, "--output"):
         return 2
-    if args.output:
-        write_tsv(table, args.output)
     if args.stream:
         if "error" in table.attrs:
             print(f"error: {args.stream}: {table.attrs['error']}", file=sys.stderr)
@@ -295,17 +415,25 @@ def predict_command(args) -> int:
 
 
 def export_command(args) -> int:
-    from pathlib import Path
-
     from .export import export_model, test_clips
     from .manifest import read_classes
     from .pipeline import Data
-    from .tables import write_tsv
 
+    for problem in (
+        _output_problem(args.out, "--out", folder=True),
+        args.output and _output_problem(args.output, "--output"),
+    ):
+        if problem:
+            return _error(problem)
     data = Path(args.data)
     try:
         names = read_classes(data / "classes.txt")
         clips = test_clips(Data.of(data / "split.tsv", data / "shards", len(names)), args.clips)
+    except FileNotFoundError as err:
+        return _error(f"{err} (--data names the run's results/data folder)")
+    except ValueError as err:
+        return _error(str(err))
+    try:
         table = export_model(
             args.model,
             args.out,
@@ -313,41 +441,57 @@ def export_command(args) -> int:
             formats=tuple(args.formats),
             repeats=defaults("export")["repeats"],
         )
-    except FileNotFoundError as err:
-        print(f"error: {err} (--data names the run's results/data folder)", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError) as err:
+        return _error(str(err))
     print(table.to_markdown(index=False))
-    if args.output:
-        write_tsv(table, args.output)
+    if args.output and not _write_table(table, args.output, "--output"):
+        return 2
     return 0 if table["within_tolerance"].all() else 1
 
 
 def explain_command(args) -> int:
-    from .explain import explain_figure
-    from .predict import model_geometry
+    from .explain import check_explainable, explain_figure
+    from .predict import model_geometry, printable
     from .video import BadVideo, decode_clip
 
+    problem = _output_problem(args.out, "--out") or _figure_format_problem(args.out)
+    if problem:
+        return _error(problem)
     try:
         model, names = _load(args)
+        check_explainable(model, args.model)
         if args.true is not None and args.true not in names:
             raise ValueError(f"--true {args.true!r} is not one of the model's classes {names}")
         frames, size = model_geometry(model)
         clip = decode_clip(args.video, frames, size, resize=args.resize, ffmpeg_exe=args.ffmpeg)
     except BadVideo as err:
-        print(f"error: {args.video}: {err}", file=sys.stderr)
-        return 2
+        return _error(f"{args.video}: {err}")
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     true = names.index(args.true) if args.true else None
-    result = explain_figure(model, clip.frames, names, args.out, true=true, title=args.video)
+    video = printable(args.video)
+    try:
+        result = explain_figure(model, clip.frames, names, args.out, true=true, title=video)
+    except OSError as err:
+        return _error(f"--out {args.out} could not be written: {err}")
     print(
-        f"{args.video}: predicted {result['predicted']} ({result['probability']:.3f}); {args.out}"
+        f"{video}: predicted {result['predicted']} ({result['probability']:.3f}); "
+        f"{printable(args.out)}"
     )
     return 0
+
+
+def _figure_format_problem(path: str) -> str | None:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    ending = Path(path).suffix[1:].lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if ending and ending not in known:
+        return (
+            f"--out {path}: matplotlib writes no .{ending} figures; end the name in one of "
+            f"{', '.join('.' + k for k in sorted(known))}"
+        )
+    return None
 
 
 def check_shards_command(args) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -49,6 +50,27 @@ def _feature_map_model(backbone: keras.Model) -> tuple[list[keras.Layer], keras.
     # network (I3D's mean over h, then over w) leave maps of one row or column.
     spread = [m for m in maps if min(m.shape[-3], m.shape[-2]) > 1]
     return front, keras.Model(network.input, [(spread or maps)[-1], network.output])
+
+
+def check_explainable(model: keras.Model, path: str | os.PathLike) -> None:
+    """Raise a ValueError naming the model file ``path`` unless ``model`` has
+    the parts explain draws from: a ``backbone`` with a network inside that
+    ends in a feature map, and a ``head``."""
+    fix = (
+        "explain takes a model this workflow trained (results/final/model.keras); "
+        "actionrec predict classifies with any clip model"
+    )
+    parts = {layer.name: layer for layer in model.layers}
+    missing = [n for n in ("backbone", "head") if not isinstance(parts.get(n), keras.Model)]
+    if missing:
+        what = " and no ".join(f"{name!r}" for name in missing)
+        raise ValueError(f"model file {path} has no {what} part; {fix}")
+    if not any(isinstance(layer, keras.Model) for layer in parts["backbone"].layers):
+        raise ValueError(f"model file {path} has a backbone without a network inside; {fix}")
+    try:
+        _feature_map_model(parts["backbone"])
+    except ValueError as err:
+        raise ValueError(f"model file {path}: {err}; {fix}") from None
 
 
 def grad_cam(model: keras.Model, clip: np.ndarray, classes: list[int]) -> np.ndarray:
@@ -135,12 +157,16 @@ def explain_figure(
     title: str = "",
     top: int = 3,
 ) -> dict:
-    """Draw the explanation of one clip to ``path``; returns the predicted
-    class, its probability and the true class."""
+    """Draw the explanation of one clip to ``path`` (its folders made when
+    missing; the file appears complete or not at all, in the format its
+    ending names, PNG when none); returns the predicted class, its
+    probability and the true class."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .figures import LITERAL, literal_legend
 
     probs = model.predict(clip[None], verbose=0)[0]
     predicted = int(probs.argmax())
@@ -163,7 +189,7 @@ def explain_figure(
             ax.axis("off")
             if i == 0:
                 kind = "predicted" if c == predicted else "true"
-                ax.set_title(f"Grad-CAM: {names[c]} ({kind})", fontsize=8, loc="left")
+                ax.set_title(f"Grad-CAM: {names[c]} ({kind})", fontsize=8, loc="left", **LITERAL)
     ax = fig.add_subplot(grid[rows, :])
     order = list(dict.fromkeys([*shown, *np.argsort(-probs)[:top]]))
     for c in order:
@@ -172,18 +198,30 @@ def explain_figure(
     ax.set_xlabel("frame")
     ax.set_ylabel(meaning, fontsize=8)
     ax.set_xticks(range(1, t + 1))
-    ax.legend(fontsize=7, ncol=min(len(order), 4), loc="best")
+    literal_legend(ax.legend(fontsize=7, ncol=min(len(order), 4), loc="best"))
     verdict = f"predicted {names[predicted]} ({probs[predicted]:.2f})"
     if true is not None:
         verdict += f", true {names[true]} ({probs[true]:.2f})"
-    fig.suptitle(f"{title}{': ' if title else ''}{verdict}", fontsize=10)
-    fig.savefig(path, dpi=110)
+    fig.suptitle(f"{title}{': ' if title else ''}{verdict}", fontsize=10, **LITERAL)
+    _save_whole(fig, Path(path))
     plt.close(fig)
     return {
         "predicted": names[predicted],
         "probability": float(probs[predicted]),
         "true": None if true is None else names[true],
     }
+
+
+def _save_whole(fig, path: Path) -> None:
+    """Save ``fig`` to ``path`` through a file beside it, so that a figure
+    that fails to draw leaves an earlier one at ``path`` as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.part")
+    try:
+        fig.savefig(part, dpi=110, format=path.suffix[1:].lower() or "png")
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def choose_clips(predictions: pd.DataFrame, per_class: pd.DataFrame, count: int) -> pd.DataFrame:

@@ -14,7 +14,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +38,12 @@ FILES = {
 TOLERANCE = 1e-4
 SUMMARY_COLUMNS = ["format", "path", "size_mb", "clips", "same_top1", "max_abs_diff"]
 SUMMARY_COLUMNS += ["within_tolerance", "ms_per_clip", "error"]
+# Files written beside a format's own (OpenVINO keeps the weights apart).
+COMPANIONS = {"openvino": ("model.bin",)}
+# The SavedModel each model was last exported to in this process: the one ONNX
+# may be converted from. Any other SavedModel in an export folder may be of
+# another model (an earlier export), and is never converted.
+_SAVED_FROM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def test_clips(data, count: int) -> np.ndarray:
@@ -47,26 +55,49 @@ def test_clips(data, count: int) -> np.ndarray:
 
 
 def export_format(model, fmt: str, out_dir: Path) -> Path:
-    """Write ``model`` in ``fmt`` under ``out_dir``; returns the path."""
+    """Write ``model`` in ``fmt`` under ``out_dir``; returns the path. The
+    export is made in a temporary folder there and moved into place whole, so
+    that one that fails leaves an earlier export as it was."""
+    out_dir = Path(out_dir)
     path = out_dir / FILES[fmt]
-    if fmt == "onnx":
-        # From the SavedModel: tf2onnx freezes every variable into the graph
-        # (converting the live model leaves batch-norm constants as inputs).
-        saved = out_dir / FILES["saved_model"]
-        if not saved.exists():
-            export_format(model, "saved_model", out_dir)
-        cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved)]
-        out = subprocess.run(
-            [*cmd, "--output", str(path), "--opset", "17"], capture_output=True, text=True
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"tf2onnx could not convert {saved}: {out.stderr[-2000:]}")
-    else:
-        keras_format = {"saved_model": "tf_saved_model"}.get(fmt, fmt)
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        model.export(str(path), format=keras_format, verbose=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{fmt}-", dir=out_dir))
+    try:
+        made = work / FILES[fmt]
+        if fmt == "onnx":
+            _export_onnx(model, made, out_dir / FILES["saved_model"], work)
+        else:
+            keras_format = {"saved_model": "tf_saved_model"}.get(fmt, fmt)
+            model.export(str(made), format=keras_format, verbose=False)
+        for name in (FILES[fmt], *COMPANIONS.get(fmt, ())):
+            _replace(work / name, out_dir / name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if fmt == "saved_model":
+        _SAVED_FROM[model] = path.resolve()
     return path
+
+
+def _export_onnx(model, path: Path, saved: Path, work: Path) -> None:
+    # From a SavedModel: tf2onnx freezes every variable into the graph
+    # (converting the live model leaves batch-norm constants as inputs).
+    if _SAVED_FROM.get(model) != saved.resolve() or not saved.is_dir():
+        saved = work / "source_saved_model"
+        model.export(str(saved), format="tf_saved_model", verbose=False)
+    cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved)]
+    out = subprocess.run(
+        [*cmd, "--output", str(path), "--opset", "17"], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"tf2onnx could not convert the SavedModel: {out.stderr[-2000:]}")
+
+
+def _replace(source: Path, target: Path) -> None:
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    os.replace(source, target)
 
 
 def runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -140,15 +171,22 @@ def export_model(
     runtime cannot take the model (an operation it does not know, a runtime
     not installed) gets a row that says why in ``error``, with a warning,
     and the other formats are still written."""
-    import keras
+    from .clipmodel import load_model, model_geometry
 
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown export formats {unknown}; choose from {list(FORMATS)}")
+    model = load_model(model_path)
+    clips = np.ascontiguousarray(clips, dtype=np.uint8)
+    frames, size = model_geometry(model)
+    if clips.shape[1:] != (frames, size, size, 3):
+        raise ValueError(
+            f"model file {model_path} takes clips of {frames} frames of {size}x{size}, but the "
+            f"test clips hold {clips.shape[1]} frames of {clips.shape[2]}x{clips.shape[3]}: "
+            "export it with the data it was trained on"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = keras.saving.load_model(model_path)
-    clips = np.ascontiguousarray(clips, dtype=np.uint8)
     reference = model.predict(clips, verbose=0)
     keras_ms = ms_per_clip(model.predict_on_batch, clips[:1], repeats)
     rows = [_row("keras", Path(model_path), reference, reference, keras_ms)]

@@ -13,6 +13,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 DPI = 120
+# For text that holds names (classes, clips, models): drawn as written. A name
+# such as "Jump$x$" would otherwise be set as mathematics, or fail to draw.
+LITERAL = {"parse_math": False, "usetex": False}
+
+
+def literal_legend(legend) -> None:
+    """Draw a legend's labels (names) as written: see :data:`LITERAL`."""
+    for text in legend.get_texts():
+        text.set_parse_math(False)
+        text.set_usetex(False)
 
 
 def _label_size(n: int) -> float:
@@ -34,7 +44,7 @@ def per_class_f1(per_class: pd.DataFrame, path: str | os.PathLike, weakest: int 
     fig, ax = plt.subplots(figsize=(7, max(3.0, 0.17 * n + 1.2)))
     colours = ["#d62728" if i < k else "#1f77b4" for i in range(n)]
     ax.barh(np.arange(n), table["f1"], color=colours, height=0.8)
-    ax.set_yticks(np.arange(n), table["class"], fontsize=_label_size(n))
+    ax.set_yticks(np.arange(n), table["class"], fontsize=_label_size(n), **LITERAL)
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("F1 on the test split")
@@ -43,7 +53,9 @@ def per_class_f1(per_class: pd.DataFrame, path: str | os.PathLike, weakest: int 
     ax.axvline(macro, color="k", lw=1, ls="--", label=f"macro F1 {macro:.3f}")
     ax.legend(loc="lower right", fontsize=8)
     names = ", ".join(table["class"][:k])
-    ax.set_title(f"Per-class F1 ({n} classes); weakest: {names}", fontsize=9, wrap=True)
+    # Wrapping measures text as mathematics whatever parse_math says: escaped instead.
+    title = f"Per-class F1 ({n} classes); weakest: {names}".replace("$", r"\$")
+    ax.set_title(title, fontsize=9, wrap=True, usetex=False)
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
 
@@ -82,8 +94,8 @@ def confusion_matrix(cm: np.ndarray, names: list[str], path: str | os.PathLike) 
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     size = _label_size(n)
-    ax.set_xticks(np.arange(n), names, rotation=90, fontsize=size)
-    ax.set_yticks(np.arange(n), names, fontsize=size)
+    ax.set_xticks(np.arange(n), names, rotation=90, fontsize=size, **LITERAL)
+    ax.set_yticks(np.arange(n), names, fontsize=size, **LITERAL)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if n <= 20:
@@ -114,7 +126,7 @@ def confused_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
         rows = pairs.iloc[::-1]
         labels = [f"{t} -> {p}" for t, p in zip(rows["true"], rows["predicted"], strict=True)]
         ax.barh(np.arange(len(rows)), rows["share"], color="#ff7f0e")
-        ax.set_yticks(np.arange(len(rows)), labels, fontsize=8)
+        ax.set_yticks(np.arange(len(rows)), labels, fontsize=8, **LITERAL)
         for i, (share, count) in enumerate(zip(rows["share"], rows["count"], strict=True)):
             ax.text(share, i, f" {count}", va="center", fontsize=7)
         ax.set_xlim(0, min(1.0, rows["share"].max() * 1.25 + 0.05))
@@ -178,7 +190,7 @@ def compare_curves(curves: dict[str, pd.DataFrame], path: str | os.PathLike) -> 
     ax.set_ylim(0, 1.02)
     ax.set_title("Accuracy per epoch, same budget for every backbone")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    literal_legend(ax.legend(fontsize=8))
     _save(fig, path)
 
 
@@ -193,6 +205,7 @@ def compare_time(summary: pd.DataFrame, path: str | os.PathLike) -> None:
             textcoords="offset points",
             xytext=(6, 4),
             fontsize=8,
+            **LITERAL,
         )
     ax.set_xlabel("training time, seconds (all epochs)")
     ax.set_ylabel("test accuracy")
@@ -214,7 +227,8 @@ def near_duplicates(
     with the cosine similarity; or ``note`` when there are none."""
     if pairs.empty:
         fig, ax = plt.subplots(figsize=(7, 1.5))
-        ax.text(0.5, 0.5, note or "no val or test clips", ha="center", va="center", wrap=True)
+        text = note or "no val or test clips"
+        ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, **LITERAL)
         ax.set_axis_off()
         _save(fig, path)
         return
@@ -229,9 +243,12 @@ def near_duplicates(
             ax.set_xticks([])
             ax.set_yticks([])
         same = "same group" if r.same_group else "another group"
-        axes[row, 0].set_title(f"{r.split}: {r.clip_id}", fontsize=7, loc="left")
+        axes[row, 0].set_title(f"{r.split}: {r.clip_id}", fontsize=7, loc="left", **LITERAL)
         axes[row, n].set_title(
-            f"train: {r.train_clip} (cosine {r.similarity:.3f}, {same})", fontsize=7, loc="left"
+            f"train: {r.train_clip} (cosine {r.similarity:.3f}, {same})",
+            fontsize=7,
+            loc="left",
+            **LITERAL,
         )
     fig.suptitle("Most similar held-out (left) and train (right) clips", fontsize=9)
     _save(fig, path)

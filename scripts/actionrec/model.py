@@ -14,9 +14,11 @@ Keras.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import zipfile
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -151,24 +153,7 @@ def load_backbone_file(
     fix = "set train.backbone to a backbone name or to a Keras model file (.keras)"
     if not path.is_file():
         raise FileNotFoundError(f"backbone file {path} not found; {fix}")
-    try:
-        net = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except ValueError as err:
-        if "safe_mode" in str(err):
-            raise ValueError(
-                f"backbone file {path} holds Python code (a Lambda layer or a custom function) "
-                "that Keras runs only with safe mode off, and this workflow does not run code "
-                "from model files; rebuild the backbone from stock Keras layers and save it "
-                f"again ({err})"
-            ) from err
-        raise ValueError(
-            f"backbone file {path} does not load as a Keras model ({err}); {fix}"
-        ) from err
-    except Exception as err:  # a zip that is no model, a class Keras does not know
-        raise ValueError(
-            f"backbone file {path} does not load as a Keras model ({type(err).__name__}: "
-            f"{err}); {fix}"
-        ) from err
+    net = load_model_file(path, "backbone file", fix)
     if len(net.inputs) != 1 or len(net.outputs) != 1:
         raise ValueError(
             f"backbone file {path} has {len(net.inputs)} inputs and {len(net.outputs)} "
@@ -186,6 +171,8 @@ def load_backbone_file(
             "with values 0..255"
         )
     _check_sides(path, shape_in[1:3], size)
+    if None in shape_in[1:3]:
+        _check_free_sides(net, path, size)
     if len(shape_out) not in (2, 4):
         raise ValueError(
             f"backbone file {path} returns shape {shape_out}; a frame backbone returns a "
@@ -205,12 +192,95 @@ def load_backbone_file(
 
 
 def _check_sides(path: Path, sides: tuple, size: int) -> None:
-    if any(side not in (None, size) for side in sides):
+    if all(side in (None, size) for side in sides):
+        return
+    fixed = {side for side in sides if side is not None}
+    takes = "x".join("any" if side is None else str(side) for side in sides)
+    fit = f"set extract.size to {fixed.pop()}, or " if len(fixed) == 1 else ""
+    raise ValueError(
+        f"backbone file {path} takes {takes} frames, but the shards hold {size}x{size}; "
+        f"{fit}save the backbone with a free input size (None, None, 3)"
+    )
+
+
+# The frame sides a backbone of free input size is tried at when the shards'
+# are too small for it: the sizes that image networks are commonly built for.
+_PROBE_SIDES = (64, 96, 112, 128, 160, 192, 224, 256, 299, 320, 384, 448, 512)
+
+
+def _takes_side(net: keras.Model, side: int) -> bool:
+    try:
+        net.compute_output_spec(keras.KerasTensor((1, side, side, 3)))
+    except Exception:  # each layer says "too small" in its own words
+        return False
+    return True
+
+
+def _check_free_sides(net: keras.Model, path: Path, size: int) -> None:
+    """A backbone of free input size whose layers shrink ``size`` frames to
+    nothing (strided or unpadded convolutions) is named with the size it
+    needs, instead of failing inside Keras."""
+    if _takes_side(net, size):
+        return
+    need = next((s for s in _PROBE_SIDES if s > size and _takes_side(net, s)), None)
+    hint = f"set extract.size to {need} or more" if need else "set extract.size higher"
+    raise ValueError(
+        f"backbone file {path} takes frames of any size, but its layers leave nothing of "
+        f"{size}x{size} frames; {hint}"
+    )
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line of bounded length: Keras's own span many."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def _archive_problem(path: Path) -> str | None:
+    """What keeps a .keras archive from being a model, read before Keras does
+    (whose errors about a broken config name neither the file nor the key):
+    no config.json, one that is no JSON, or one without a model's keys."""
+    if not zipfile.is_zipfile(path):
+        return None  # an HDF5 model, or no model at all: Keras says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                return "is a zip archive without config.json, not a saved Keras model"
+            config = json.loads(archive.read("config.json"))
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as err:
+        return f"is a damaged archive ({_one_line(err)})"
+    except json.JSONDecodeError as err:
+        return f"holds a config.json that is not valid JSON ({err})"
+    if not isinstance(config, dict):
+        return "holds a config.json that is not a JSON object"
+    missing = [key for key in ("class_name", "config") if key not in config]
+    if missing:
+        keys = " and ".join(repr(key) for key in missing)
+        return f"holds a config.json without {keys}, so it describes no model"
+    return None
+
+
+def load_model_file(path: str | Path, what: str, fix: str) -> keras.Model:
+    """The Keras model saved at ``path``, loaded with safe mode on: a file
+    that carries Python code (a Lambda layer) is refused rather than run.
+    Any file that does not load gives a ValueError naming it as ``what``,
+    what is wrong with it, and ``fix``."""
+    path = Path(path)
+    problem = _archive_problem(path)
+    if problem:
+        raise ValueError(f"{what} {path} {problem}; {fix}")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # a zip that is no model, a class Keras does not know
+        if "safe_mode" in str(err):
+            raise ValueError(
+                f"{what} {path} holds Python code (a Lambda layer or a custom function) that "
+                "Keras runs only with safe mode off, and this workflow does not run code from "
+                "model files; rebuild it from stock Keras layers and save it again"
+            ) from err
         raise ValueError(
-            f"backbone file {path} takes {sides[0]}x{sides[1]} frames, but the shards "
-            f"hold {size}x{size}; set extract.size to {sides[0]}, or save the backbone "
-            "with a free input size (None, None, 3)"
-        )
+            f"{what} {path} does not load as a Keras model ({_one_line(err)}); {fix}"
+        ) from err
 
 
 # TensorFlow's CPU kernels of 3D pooling take no float16.

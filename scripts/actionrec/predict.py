@@ -23,6 +23,7 @@ import pandas as pd
 from .scores import format_top
 from .settings import defaults
 from .manifest import read_classes
+from .clipmodel import load_model, model_geometry
 from .video import BadVideo, find_ffmpeg, windows
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,14 @@ def find_videos(
     return found
 
 
-def model_geometry(model) -> tuple[int, int]:
-    """(T, S) from a model's input [batch, T, S, S, 3]."""
-    shape = model.input_shape
-    if len(shape) != 5 or shape[-1] != 3:
-        raise ValueError(f"expected a model with input [batch, T, S, S, 3], got {shape}")
-    return int(shape[1]), int(shape[2])
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a file name that is not UTF-8
+    (which Python holds as surrogates) written as escapes, like ``\\xff``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def default_classes(model_path: str | os.PathLike, num_classes: int) -> list[str]:
@@ -126,18 +129,6 @@ def view_scores(model, clips: np.ndarray, views: int, per_segment: int | None = 
     return probs.reshape(views, n, -1).mean(axis=0)
 
 
-def load_model(model_path: str | os.PathLike):
-    """The saved clip model; a clear error when there is none."""
-    import keras
-
-    if not Path(model_path).is_file():
-        raise FileNotFoundError(
-            f"no model at {model_path}: train one (snakemake results/final/model.keras) "
-            "or pass --model"
-        )
-    return keras.saving.load_model(model_path)
-
-
 def predict_videos(
     model_path: str | os.PathLike,
     videos: Iterable[str | os.PathLike],
@@ -167,7 +158,7 @@ def predict_videos(
     rows = []
     for video in videos:
         row = dict.fromkeys(COLUMNS, "")
-        row["video"] = str(video)
+        row["video"] = printable(str(video))
         try:
             probs, n_windows, n_frames = classify_video(
                 model,
@@ -179,7 +170,7 @@ def predict_videos(
                 per_segment=per_segment,
             )
         except BadVideo as err:
-            row.update(status="failed", error=str(err))
+            row.update(status="failed", error=printable(str(err)))
         else:
             best = int(probs.argmax())
             row.update(

@@ -15,8 +15,9 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,47 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["step", "stream_seconds", "frames", "predicted", "probability", "top"]
 
+# What cameras, encoders and streaming servers send on: read without asking.
+# Anything else ffmpeg can open (file://, tcp:// to any host and port,
+# gopher://, ...) reads what a source named by someone else should not reach.
+CAMERA_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "rtp")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def url_scheme(source: str) -> str | None:
+    """The scheme of a URL source, lower case; None for anything else."""
+    match = _SCHEME.match(source)
+    return match.group(1).lower() if match else None
+
+
+def _listens(source: str) -> bool:
+    """Whether a tcp:// source waits for a sender (``?listen``) rather than
+    connecting to a host: an encoder pushing to this machine."""
+    values = parse_qs(urlsplit(source).query, keep_blank_values=True).get("listen")
+    if not values:
+        return False
+    # As ffmpeg reads it: the first value's leading number, listening without one.
+    number = re.match(r"\s*[+-]?\d+", values[0])
+    return int(number.group()) != 0 if number else True
+
+
+def check_source(source: str, allow_schemes: Collection[str] = ()) -> None:
+    """Raise BadVideo unless ``source`` is standard input (-), a capture
+    device, a local file that exists, a URL of a camera's scheme
+    (:data:`CAMERA_SCHEMES`), tcp:// listening for a sender, or a URL of a
+    scheme in ``allow_schemes``."""
+    if is_local_file(source) and not Path(source).exists():
+        raise BadVideo(f"{source}: no such file or device")
+    scheme = url_scheme(source)
+    allowed = {*CAMERA_SCHEMES, *(s.lower() for s in allow_schemes)}
+    if scheme is None or scheme in allowed or (scheme == "tcp" and _listens(source)):
+        return
+    raise BadVideo(
+        f"{source}: could not be read: {scheme}:// is not read by default, only what a "
+        f"camera sends on ({', '.join(CAMERA_SCHEMES)}, tcp with ?listen=1), a capture "
+        f"device, a file or - for standard input; add --allow-scheme {scheme} to read it"
+    )
+
 
 def source_options(source: str, realtime: bool, timeout: float) -> dict:
     """ffmpeg input options for a source: a video device (/dev/videoN), a
@@ -43,14 +85,14 @@ def source_options(source: str, realtime: bool, timeout: float) -> dict:
     ``realtime``)."""
     if source.startswith("/dev/video"):
         return {"f": "v4l2"}
-    scheme = re.match(r"(\w+)://", source)
+    scheme = url_scheme(source)
     if scheme:
         micros = int(timeout * 1e6)
         # Start within a second instead of probing 5 s of stream first.
         live = {"analyzeduration": 1_000_000, "fflags": "nobuffer"}
         # An RTSP camera that stops sending, or a TCP/HTTP peer that never
         # answers, ends the stream after `timeout` seconds instead of hanging.
-        if scheme.group(1) == "rtsp":
+        if scheme in ("rtsp", "rtsps"):
             return {**live, "timeout": micros}
         return {**live, "rw_timeout": micros}
     return {"re": None} if realtime and source != "-" else {}
@@ -59,7 +101,7 @@ def source_options(source: str, realtime: bool, timeout: float) -> dict:
 def is_local_file(source: str) -> bool:
     """Whether ffmpeg is to read ``source`` as a local file: not standard
     input, a video device or a URL, whatever its name holds (a colon)."""
-    return source != "-" and not source.startswith("/dev/video") and "://" not in source
+    return source != "-" and not source.startswith("/dev/video") and url_scheme(source) is None
 
 
 def classify_stream(
@@ -78,6 +120,7 @@ def classify_stream(
     views: int = 1,
     per_segment: int | None = None,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    allow_schemes: Collection[str] = (),
 ) -> pd.DataFrame:
     """Classify ``source`` step by step until it ends or Ctrl-C; returns
     the steps (with ``attrs["error"]`` when the stream dropped). Raises
@@ -85,11 +128,13 @@ def classify_stream(
     frame or sends nothing for ``timeout`` seconds first, naming the source
     and the reason. Each step's scores are the mean over ``views`` temporal
     views of the window, sampled to T x ``per_segment`` frames (as
-    predict_videos)."""
+    predict_videos). A URL is read only when :func:`check_source` accepts
+    it, with ``allow_schemes`` beside the camera's schemes."""
+    check_source(source, allow_schemes)
+    if views < 1 or (per_segment is not None and per_segment < views):
+        raise ValueError(f"views must be at least 1 and at most per_segment, not {views}")
     frames, size = int(model.input_shape[1]), int(model.input_shape[2])
     local = is_local_file(source)
-    if local and not Path(source).exists():
-        raise BadVideo(f"{source}: no such file or device")
     stream = FrameStream(
         "pipe:" if source == "-" else source,
         size,
