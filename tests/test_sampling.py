@@ -264,3 +264,29 @@ def test_the_disk_budget_names_the_keys():
     check_disk(13320, frames=8, frames_per_segment=4, size=224, max_gb=200)
     with pytest.raises(ValueError, match=r"64\.2 GB.*extract\.max_disk_gb \(50\)"):
         check_disk(13320, frames=8, frames_per_segment=4, size=224, max_gb=50)
+
+
+def test_one_loop_classifies_windows_in_order_and_at_once_when_asked():
+    from actionrec.predict import classify_windows
+
+    class Mean:
+        """A model whose 'probabilities' are each clip's mean frame value."""
+
+        def predict_on_batch(self, x):
+            m = x.reshape(len(x), -1).mean(axis=1)
+            return np.stack([m, 1 - m], axis=1)
+
+    taken = []
+
+    def sampled(n):
+        for k in range(n):
+            taken.append(k)
+            yield np.full((T, S, S, 3), k / 10, np.float32), f"window {k}"
+
+    out = list(classify_windows(Mean(), sampled(5), batch_size=3))
+    assert [info for _, info in out] == [f"window {k}" for k in range(5)]
+    np.testing.assert_allclose([p[0] for p, _ in out], [k / 10 for k in range(5)], rtol=1e-6)
+    # batch 1, as a live stream: each window's scores come before the next window is read.
+    taken.clear()
+    first = next(classify_windows(Mean(), sampled(5), batch_size=1))
+    assert first[1] == "window 0" and taken == [0]

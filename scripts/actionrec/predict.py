@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -93,26 +94,48 @@ def classify_video(
     ``per_segment`` sampled frames."""
     frames, size = model_geometry(model)
     per_segment = per_segment or views
-    scores, weights, batch, batch_w = [], [], [], []
-
-    def flush():
-        if batch:
-            scores.append(view_scores(model, np.stack(batch), views, per_segment))
-            weights.extend(batch_w)
-            batch.clear()
-            batch_w.clear()
-
-    for clip, covered in windows(
+    sampled = windows(
         path, frames * per_segment, size, window_seconds, resize=resize, ffmpeg_exe=ffmpeg_exe
-    ):
-        batch.append(clip)
-        batch_w.append(covered)
-        if len(batch) == batch_size:
-            flush()
-    flush()
-    w = np.asarray(weights, np.float64)
-    probs = (np.concatenate(scores) * w[:, None]).sum(axis=0) / w.sum()
+    )
+    scored = list(
+        classify_windows(
+            model, sampled, views=views, per_segment=per_segment, batch_size=batch_size
+        )
+    )
+    w = np.asarray([covered for _, covered in scored], np.float64)
+    probs = (np.stack([p for p, _ in scored]) * w[:, None]).sum(axis=0) / w.sum()
     return probs, len(w), int(w.sum())
+
+
+def classify_windows(
+    model,
+    sampled: Iterable[tuple[np.ndarray, Any]],
+    *,
+    views: int = 1,
+    per_segment: int | None = None,
+    batch_size: int = 4,
+) -> Iterator[tuple[np.ndarray, Any]]:
+    """The one loop that classifies the windows of a video, a file's or a
+    stream's: ``sampled`` gives each window's frames, sampled to T x K
+    (K = ``per_segment``, else ``views``), with what its caller keeps of it
+    (the frames it covers, its time); yields each window's class
+    probabilities (the mean over ``views`` views, :func:`view_scores`) with
+    that, in order, as soon as its batch of ``batch_size`` is classified
+    (1: at once, as a live stream needs)."""
+    clips: list[np.ndarray] = []
+    kept: list[Any] = []
+    for clip, info in sampled:
+        clips.append(clip)
+        kept.append(info)
+        if len(clips) == batch_size:
+            yield from _scored(model, clips, kept, views, per_segment)
+            clips, kept = [], []
+    if clips:
+        yield from _scored(model, clips, kept, views, per_segment)
+
+
+def _scored(model, clips: list, kept: list, views: int, per_segment: int | None):
+    return zip(view_scores(model, np.stack(clips), views, per_segment), kept, strict=True)
 
 
 def view_scores(model, clips: np.ndarray, views: int, per_segment: int | None = None) -> np.ndarray:

@@ -15,14 +15,14 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pandas as pd
 
-from .predict import view_scores
+from .predict import classify_windows
 from .scores import format_top
 from .video import (
     DEFAULT_BUFFER_BYTES,
@@ -148,24 +148,20 @@ def classify_stream(
     watchdog: _Watchdog = stream.watchdog  # started with ffmpeg: it bounds the header too
     fps = stream.frame_rate()
     span = max(frames, round(window_seconds * fps))
-    step = max(1, round(step_seconds * fps))
-    need = frames * (per_segment or views)
-    # Every `every`-th frame is kept: at most `cap` frames, whatever the rate.
-    cap = max(2 * need, buffer_bytes // (size * size * 3))
-    every = math.ceil(span / cap)
-    window: deque[np.ndarray] = deque(maxlen=math.ceil(span / every))
     rows: list[dict] = []
     incoming = iter(stream)
+    sampled = stream_windows(
+        incoming,
+        frames,
+        frames * (per_segment or views),
+        span,
+        max(1, round(step_seconds * fps)),
+        max_frames=buffer_bytes // (size * size * 3),
+    )
     try:
-        for n, frame in enumerate(incoming, 1):
-            if (n - 1) % every == 0:
-                window.append(frame)
-            # A step every `step` frames, once the window holds T frames.
-            if n < frames or n % step:
-                continue
-            picked = sample_indices(len(window), need)
-            clip = np.stack([window[i] for i in picked])
-            probs = view_scores(model, clip[None], views, per_segment)[0]
+        for probs, n in classify_windows(
+            model, sampled, views=views, per_segment=per_segment, batch_size=1
+        ):
             best = int(probs.argmax())
             rows.append(
                 {
@@ -185,25 +181,53 @@ def classify_stream(
         stream.stop()
         incoming.close()  # ffmpeg ends and its log is read
         return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    ending = how_it_ended(stream, source, timeout)
+    if ending:
+        table.attrs["error"] = ending
+    return table
+
+
+def stream_windows(
+    incoming: Iterator[np.ndarray],
+    frames: int,
+    need: int,
+    span: int,
+    step: int,
+    max_frames: int,
+) -> Iterator[tuple[np.ndarray, int]]:
+    """The stream's windows as they come: every ``step`` frames once T have
+    come, its last ``span`` frames sampled to ``need``, with the frame count
+    so far. Every k-th frame is kept, so that at most ``max_frames`` (but at
+    least 2 x ``need``) are held whatever the rate."""
+    every = math.ceil(span / max(2 * need, max_frames))
+    window: deque[np.ndarray] = deque(maxlen=math.ceil(span / every))
+    for n, frame in enumerate(incoming, 1):
+        if (n - 1) % every == 0:
+            window.append(frame)
+        if n < frames or n % step:
+            continue
+        picked = sample_indices(len(window), need)
+        yield np.stack([window[i] for i in picked]), n
+
+
+def how_it_ended(stream: FrameStream, source: str, timeout: float) -> str | None:
+    """None for a stream that ended cleanly; why it dropped after it started;
+    BadVideo, naming the source, for one that never delivered a frame."""
     if stream.delivered == 0:
-        if watchdog.fired:
+        if stream.watchdog.fired:
             raise BadVideo(
                 f"{source}: could not be read: {stream.stall_message()} (--timeout sets how "
                 "long a source may take)"
             )
         raise BadVideo(f"{source}: could not be read: {_reason(stream)}")
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    if watchdog.fired:
-        table.attrs["error"] = (
-            f"the stream dropped after {stream.delivered} frames: no frame for {timeout:g} s"
-        )
-    elif stream.rc != 0 or any("Error during demuxing" in e for e in stream.errors()):
+    if stream.watchdog.fired:
+        return f"the stream dropped after {stream.delivered} frames: no frame for {timeout:g} s"
+    if stream.rc != 0 or any("Error during demuxing" in e for e in stream.errors()):
         # ffmpeg ends a network read that timed out or broke with status 0, but
         # logs it. What came before still counts; the caller reports the drop.
-        table.attrs["error"] = f"the stream dropped after {stream.delivered} frames: " + _reason(
-            stream
-        )
-    return table
+        return f"the stream dropped after {stream.delivered} frames: " + _reason(stream)
+    return None
 
 
 def _reason(stream: FrameStream) -> str:
