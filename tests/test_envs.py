@@ -23,6 +23,7 @@ PROVIDERS = {
     "PIL": {"pillow", "matplotlib"},
     # Only the fallback for the ffmpeg binary, which conda's ffmpeg provides.
     "imageio_ffmpeg": {"imageio-ffmpeg", "ffmpeg"},
+    "ai_edge_litert": {"ai-edge-litert"},
 }
 
 
@@ -80,7 +81,9 @@ def rules() -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize(("rule", "env", "script"), rules(), ids=[r[0] for r in rules()])
 def test_the_rule_environment_provides_what_its_script_imports(rule, env, script):
     spec = yaml.safe_load((REPO / env).read_text())
-    packages = {dep.split("=")[0] for dep in spec["dependencies"]}
+    deps = spec["dependencies"]
+    pip = [line for dep in deps if isinstance(dep, dict) for line in dep.get("pip", [])]
+    packages = {dep.split("=")[0] for dep in [*deps, *pip] if isinstance(dep, str)}
     missing = {
         module
         for module in modules_needed(REPO / script)

@@ -39,6 +39,9 @@ def pip_pins() -> dict[str, str]:
     return pins
 
 
+PIP_IN_ENVS = "25.3"
+
+
 def test_conda_envs_are_pinned_and_agree_with_pip():
     pins = pip_pins()
     envs = sorted((REPO / "envs").glob("*.yaml"))
@@ -47,10 +50,16 @@ def test_conda_envs_are_pinned_and_agree_with_pip():
         spec = yaml.safe_load(env.read_text())
         assert spec["channels"][0] == "conda-forge", env
         for dep in spec["dependencies"]:
+            if isinstance(dep, dict):  # packages conda-forge lacks, from PyPI through pip
+                assert list(dep) == ["pip"] and f"pip={PIP_IN_ENVS}" in spec["dependencies"]
+                for line in dep["pip"]:
+                    package, version = line.split("==")
+                    assert pins.get(package) == version, (env, line)
+                continue
             assert isinstance(dep, str) and re.fullmatch(r"[\w.-]+=[\w.]+", dep), (env, dep)
             package, version = dep.split("=")
-            # python and ffmpeg come from outside pip (imageio-ffmpeg ships the latter).
-            assert package in pins or package in ("python", "ffmpeg"), (env, package)
+            # python, ffmpeg and pip come from outside pip (imageio-ffmpeg ships ffmpeg).
+            assert package in pins or package in ("python", "ffmpeg", "pip"), (env, package)
             assert package not in pins or pins[package] == version, (env, package, version)
 
 

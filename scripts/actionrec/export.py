@@ -108,9 +108,10 @@ def runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
         loaded = tf.saved_model.load(str(path))  # keep it: serve needs its variables
         return lambda clips: np.asarray(loaded.serve(clips))
     if fmt == "litert":
-        import tensorflow as tf
+        # The maintained LiteRT runtime: TensorFlow's own interpreter is deprecated.
+        from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+        interpreter = Interpreter(model_path=str(path))
         (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 
         def run_litert(clips):
