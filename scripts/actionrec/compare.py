@@ -133,6 +133,36 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def scores_on_test(model, data: Data) -> dict:
+    """The trained model on the test split: accuracy, macro F1, clips a second
+    (timed after one batch traces the model), its size and FLOPs."""
+    from sklearn.metrics import f1_score
+
+    from .evaluate import predict_split
+    from .model import backbone_of, is_clip_backbone
+
+    frames, size = model.input_shape[1:3]
+    model.predict_on_batch(np.zeros((1, frames, size, size, 3), np.uint8))
+    start = time.perf_counter()
+    clips, probs = predict_split(model, data, "test", 8)
+    inference = len(clips) / (time.perf_counter() - start)
+    true, pred = clips["label"].to_numpy(), probs.argmax(axis=1)
+    backbone = backbone_of(model)
+    flops = flops_per_clip(backbone, frames)
+    return {
+        "test_accuracy": round(float((true == pred).mean()), 4),
+        "test_macro_f1": round(float(f1_score(true, pred, average="macro", zero_division=0.0)), 4),
+        "parameters": int(model.count_params()),
+        "backbone_parameters": int(backbone.count_params()),
+        "backbone_input": "clip" if is_clip_backbone(backbone) else "frame",
+        "flops_per_clip": flops,
+        "flops_per_frame": int(flops // frames),
+        "frames": int(frames),
+        "size": int(size),
+        "inference_clips_per_second": round(inference, 2),
+    }
+
+
 def compare_backbone(
     data: Data,
     train_section: dict,
@@ -153,10 +183,6 @@ def compare_backbone(
     unless ``finetune``), best weights kept, then measure it on the test
     split. ``pretrain_history``: the history of the backbone's pretraining
     in this run, whose epochs then tell its training speed."""
-    from sklearn.metrics import f1_score
-
-    from .evaluate import predict_split
-    from .model import backbone_of, is_clip_backbone
     from .train import TrainConfig, train
 
     stage2 = train_section.get("finetune", {}) if finetune else {"blocks": 0}
@@ -168,18 +194,9 @@ def compare_backbone(
         train_fraction=train_fraction,
         seed=seed,
     )
-    work_dir = Path(work_dir)
-    model, history = train(data, cfg, work_dir, history_path=out_history, threads=threads)
-    frames, size = model.input_shape[1:3]
-    # Warm up (trace) on one batch, then time the whole test split.
-    model.predict_on_batch(np.zeros((1, frames, size, size, 3), np.uint8))
-    start = time.perf_counter()
-    clips, probs = predict_split(model, data, "test", 8)
-    inference = len(clips) / (time.perf_counter() - start)
-    true, pred = clips["label"].to_numpy(), probs.argmax(axis=1)
-    flops = flops_per_clip(backbone_of(model), frames)
-    kept = history.loc[history["kept"]].iloc[0]
+    model, history = train(data, cfg, Path(work_dir), history_path=out_history, threads=threads)
     training, seconds = backbone_training(history, pretrain_history)
+    kept = history.loc[history["kept"]].iloc[0]
     metrics = {
         "backbone": backbone_key(cfg.backbone),
         "head": cfg.head,
@@ -192,23 +209,14 @@ def compare_backbone(
         "epochs": int(len(history)),
         "best_epoch": int(kept["epoch"]),
         "val_accuracy": round(float(kept["val_accuracy"]), 4),
-        "test_accuracy": round(float((true == pred).mean()), 4),
-        "test_macro_f1": round(float(f1_score(true, pred, average="macro", zero_division=0.0)), 4),
-        "parameters": int(model.count_params()),
-        "backbone_parameters": int(backbone_of(model).count_params()),
-        "backbone_input": "clip" if is_clip_backbone(backbone_of(model)) else "frame",
-        "flops_per_clip": flops,
-        "flops_per_frame": int(flops // frames),
+        **scores_on_test(model, data),
         "feature_seconds_per_clip": cache_seconds_per_clip(data),
-        "frames": int(frames),
-        "size": int(size),
         "backbone_training": training,
         # The first epoch includes tracing the model: the mean is over the others when any.
         "train_seconds_per_epoch": round(
             float(seconds[1:].mean() if len(seconds) > 1 else seconds[0]), 2
         ),
         "train_seconds_total": round(float(history["seconds"].sum()), 1),
-        "inference_clips_per_second": round(inference, 2),
         "peak_memory_mb": peak_memory_mb(),
     }
     with open(out_metrics, "w", encoding="utf-8") as f:

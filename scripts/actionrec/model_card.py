@@ -160,22 +160,63 @@ def write_model_card(
         metrics = json.load(f)
     with open(leakage_json, encoding="utf-8") as f:
         split = json.load(f)
-    per_class = read_tsv(per_class_tsv).sort_values(["f1", "class"], ascending=[False, True])
-    history = read_tsv(history_tsv)
-    manifest = read_tsv(manifest_tsv)
     train, extract = config["train"], config["extract"]
-    best = history.loc[history["kept"]].iloc[0]
+    head = train["head"]
+    text = f"""# Model card: action recognition from video clips
+
+{_data_section(read_tsv(manifest_tsv), split, metrics, config)}
+## Architecture
+- {_backbone(train)};
+  head `{head}`: {HEAD_TEXT.get(head, head)}.
+- Weights at the start: {_start_weights(train)}.
+- Input: raw uint8 frames [batch, {extract["frames"]}, {extract["size"]}, {extract["size"]}, 3];
+  the backbone's preprocessing is inside the model.
+
+{_training_section(read_tsv(history_tsv), config, best_lr_json)}
+{_results_section(metrics, read_tsv(per_class_tsv), shown)}
+## Limitations
+- Numbers hold for this split method only: a `random` split lets clips of one source video
+  sit on both sides and overstates accuracy.
+- Test accuracy per epoch is recorded for the figures only; nothing was chosen on it.
+- {
+        "The `average` head cannot tell classes apart that differ only in the order of frames "
+        "(e.g. opening vs closing); choose an order-aware head for those."
+        if head == "average"
+        else "Order-aware head: see docs/models.md for its measured cost."
+    }
+- {extract["frames"]} frames per clip see the whole clip coarsely; fast actions between sampled
+  frames are missed.
+"""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return text
+
+
+def _data_section(manifest, split: dict, metrics: dict, config: dict) -> str:
+    extract = config["extract"]
     data = config["data"].get("root") or "the built-in synthetic demo (results/demo/UCF-101)"
-    top_key = next(k for k in metrics if k.startswith("top") and k.endswith("_accuracy"))
     fractions = (
         "/".join(f"{v:g}" for v in split["fractions"].values())
         if split.get("fractions")
         else "official lists"
     )
-    cols = ["class", "f1", "precision", "recall", "support"]
-    weak = per_class.iloc[::-1].head(shown)[cols]
-    strong = per_class.head(shown)[cols]
-    head = train["head"]
+    return f"""## Data
+- Source: {data}; {len(manifest)} clips of {manifest["class"].nunique()} classes
+  in {manifest["group"].nunique()} groups.
+- Frames: {extract["frames"]} per clip, one from each of {extract["frames"]} equal segments of
+  the whole clip, resized to {extract["size"]} x {extract["size"]} (`{extract["resize"]}`), RGB
+  uint8; {_sampling(extract)}.
+- Split: `{split["method"]}` ({fractions}, seed {split.get("seed")}); clips train
+  {split["clips"]["train"]}, val {split["clips"]["val"]}, test {split["clips"]["test"]}.
+  {_leakage(metrics, split)}
+- Groups: {_groups(split)}
+- Near-duplicates: {_audit(split)}
+"""
+
+
+def _training_section(history, config: dict, best_lr_json) -> str:
+    train = config["train"]
+    best = history.loc[history["kept"]].iloc[0]
     monitor = train.get("monitor", "val_loss").replace("_", " ")
     if best_lr_json:
         with open(best_lr_json, encoding="utf-8") as f:
@@ -187,41 +228,30 @@ def write_model_card(
         )
     else:
         lr, lr_source = train["lr"], "fixed in the config"
-    text = f"""# Model card: action recognition from video clips
-
-## Data
-- Source: {data}; {len(manifest)} clips of {manifest["class"].nunique()} classes
-  in {manifest["group"].nunique()} groups.
-- Frames: {extract["frames"]} per clip, one from each of {extract["frames"]} equal segments of
-  the whole clip, resized to {extract["size"]} x {extract["size"]} (`{extract["resize"]}`), RGB
-  uint8; {_sampling(extract)}.
-- Split: `{split["method"]}` ({fractions}, seed {split.get("seed")}); clips train
-  {split["clips"]["train"]}, val {split["clips"]["val"]}, test {split["clips"]["test"]}.
-  {_leakage(metrics, split)}
-- Groups: {_groups(split)}
-- Near-duplicates: {_audit(split)}
-
-## Architecture
-- {_backbone(train)};
-  head `{head}`: {HEAD_TEXT.get(head, head)}.
-- Weights at the start: {_start_weights(train)}.
-- Input: raw uint8 frames [batch, {extract["frames"]}, {extract["size"]}, {extract["size"]}, 3];
-  the backbone's preprocessing is inside the model.
-
-## Training
+    weights = "on" if train["class_weights"] else "off"
+    return f"""## Training
 - Adam, learning rate {lr:.4g} ({lr_source});
   batch size {train["batch_size"]}; early stopping on {monitor} with patience {
         train["patience"]
     }, best weights kept.
 {_stages(history, train, lr)}
 - Loss `{train["loss"]}`, label smoothing {train.get("label_smoothing", 0.0):g}; class weights {
-        "on" if train["class_weights"] else "off"
+        weights
     };
   dropout {train["dropout"]}; augmentation: {_augmentation(train["augment"])}.
 - Trained {len(history)} epochs; kept epoch {int(best["epoch"])} ({best["stage"]}): val loss
   {best["val_loss"]:.4f}, val accuracy {best["val_accuracy"]:.4f}.
+"""
 
-## Results on the test split ({metrics["test_clips"]} clips, `{metrics["split_method"]}` split)
+
+def _results_section(metrics: dict, per_class, shown: int) -> str:
+    per_class = per_class.sort_values(["f1", "class"], ascending=[False, True])
+    top_key = next(k for k in metrics if k.startswith("top") and k.endswith("_accuracy"))
+    cols = ["class", "f1", "precision", "recall", "support"]
+    weak = per_class.iloc[::-1].head(shown)[cols]
+    strong = per_class.head(shown)[cols]
+    where = f"{metrics['test_clips']} clips, `{metrics['split_method']}` split"
+    return f"""## Results on the test split ({where})
 Each clip scored once as the mean over {metrics.get("testing", "1 views x 1 crops")}
 (clip level).
 
@@ -239,20 +269,4 @@ Best classes by F1:
 Weakest classes by F1:
 
 {weak.to_markdown(index=False)}
-
-## Limitations
-- Numbers hold for this split method only: a `random` split lets clips of one source video
-  sit on both sides and overstates accuracy.
-- Test accuracy per epoch is recorded for the figures only; nothing was chosen on it.
-- {
-        "The `average` head cannot tell classes apart that differ only in the order of frames "
-        "(e.g. opening vs closing); choose an order-aware head for those."
-        if head == "average"
-        else "Order-aware head: see docs/models.md for its measured cost."
-    }
-- {extract["frames"]} frames per clip see the whole clip coarsely; fast actions between sampled
-  frames are missed.
 """
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return text

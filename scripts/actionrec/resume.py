@@ -277,64 +277,105 @@ def fit_resumable(
     value, or ``None`` when the baseline stood). With ``collapse_floor``, an
     epoch whose train accuracy falls below it ends the stage (CollapseGuard)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
-    history_csv, best_path = stage_dir / "history.csv", stage_dir / "best.weights.h5"
-    finished = stage_dir / "finished.json"
     start_weights = model.get_weights()
-    if read_json_state(finished) is None:
-        done = epochs_done(stage_dir)
-        past = finished_rows(stage_dir, done)
-        if past is None:
-            log.warning("%s: the interrupted stage's state disagrees; it starts afresh", stage_dir)
-            discard_stage(stage_dir)
-            done, past = 0, []
-        stopper = ResumedEarlyStopping(past, monitor=monitor, patience=patience, baseline=baseline)
-        if done:
-            log.info("resuming after epoch %d of an interrupted run", done)
-        collapsed = any(float(r.get("collapsed", 0) or 0) > 0 for r in past)
-        if (
-            done < epochs
-            and not stopper.would_stop(model)
-            and not _diverged(past)
-            and not collapsed
-        ):
-            checkpoint = GuardedCheckpoint(
-                best_path,
-                monitor=monitor,
-                mode=mode_of(monitor),
-                save_best_only=True,
-                save_weights_only=True,
-                initial_value_threshold=best_value(past, monitor, baseline),
-            )
-            # BackupAndRestore sets the epoch a resumed fit starts at on the model,
-            # and Keras never clears it: a later stage's fit of the same model
-            # would start there too, and train no epoch.
-            model._initial_epoch = None
-            model.fit(
-                train_stream(done),
-                validation_data=val_ds,
-                epochs=epochs,
-                steps_per_epoch=steps,
-                class_weight=class_weight,
-                shuffle=False,  # the stream is shuffled per epoch already
-                verbose=2,
-                callbacks=[
-                    *callbacks,
-                    EpochSeeds(seed),
-                    EpochInfo(),
-                    CollapseGuard(collapse_floor),
-                    stopper,
-                    checkpoint,
-                    keras.callbacks.TerminateOnNaN(),
-                    keras.callbacks.CSVLogger(history_csv, append=True),
-                    # Last, so that it restores weights and optimizer after everything
-                    # else has started; double_checkpoint: a backup cut short by a kill
-                    # falls back to the one before.
-                    keras.callbacks.BackupAndRestore(
-                        stage_dir / "backup", double_checkpoint=True, delete_checkpoint=False
-                    ),
-                ],
-            )
-    history = pd.read_csv(history_csv).drop_duplicates("epoch", keep="last")
+    if read_json_state(stage_dir / "finished.json") is None:
+        _fit_remaining(
+            model,
+            train_stream,
+            val_ds,
+            stage_dir,
+            steps=steps,
+            epochs=epochs,
+            patience=patience,
+            monitor=monitor,
+            seed=seed,
+            baseline=baseline,
+            callbacks=callbacks,
+            class_weight=class_weight,
+            collapse_floor=collapse_floor,
+        )
+    return _finish_stage(model, stage_dir, monitor, baseline, start_weights)
+
+
+def _fit_remaining(
+    model: keras.Model,
+    train_stream: Callable[[int], object],
+    val_ds,
+    stage_dir: Path,
+    *,
+    steps: int,
+    epochs: int,
+    patience: int,
+    monitor: str,
+    seed: int,
+    baseline: float | None,
+    callbacks: Sequence[keras.callbacks.Callback],
+    class_weight: dict | None,
+    collapse_floor: float | None,
+) -> None:
+    """The epochs an earlier run of the stage left, if early stopping, a
+    diverged loss or a collapse did not end it already."""
+    done = epochs_done(stage_dir)
+    past = finished_rows(stage_dir, done)
+    if past is None:
+        log.warning("%s: the interrupted stage's state disagrees; it starts afresh", stage_dir)
+        discard_stage(stage_dir)
+        done, past = 0, []
+    stopper = ResumedEarlyStopping(past, monitor=monitor, patience=patience, baseline=baseline)
+    if done:
+        log.info("resuming after epoch %d of an interrupted run", done)
+    collapsed = any(float(r.get("collapsed", 0) or 0) > 0 for r in past)
+    if done >= epochs or stopper.would_stop(model) or _diverged(past) or collapsed:
+        return
+    checkpoint = GuardedCheckpoint(
+        stage_dir / "best.weights.h5",
+        monitor=monitor,
+        mode=mode_of(monitor),
+        save_best_only=True,
+        save_weights_only=True,
+        initial_value_threshold=best_value(past, monitor, baseline),
+    )
+    # BackupAndRestore sets the epoch a resumed fit starts at on the model,
+    # and Keras never clears it: a later stage's fit of the same model
+    # would start there too, and train no epoch.
+    model._initial_epoch = None
+    model.fit(
+        train_stream(done),
+        validation_data=val_ds,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        class_weight=class_weight,
+        shuffle=False,  # the stream is shuffled per epoch already
+        verbose=2,
+        callbacks=[
+            *callbacks,
+            EpochSeeds(seed),
+            EpochInfo(),
+            CollapseGuard(collapse_floor),
+            stopper,
+            checkpoint,
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.CSVLogger(stage_dir / "history.csv", append=True),
+            # Last, so that it restores weights and optimizer after everything
+            # else has started; double_checkpoint: a backup cut short by a kill
+            # falls back to the one before.
+            keras.callbacks.BackupAndRestore(
+                stage_dir / "backup", double_checkpoint=True, delete_checkpoint=False
+            ),
+        ],
+    )
+
+
+def _finish_stage(
+    model: keras.Model,
+    stage_dir: Path,
+    monitor: str,
+    baseline: float | None,
+    start_weights: list,
+) -> tuple[pd.DataFrame, dict]:
+    """The stage's history and summary from its log; the model given the best
+    epoch's weights (or, when none beat ``baseline``, those it came in with)."""
+    history = pd.read_csv(stage_dir / "history.csv").drop_duplicates("epoch", keep="last")
     if history.empty or _diverged(history.to_dict("records")):
         raise FloatingPointError(
             "training stopped: the loss became NaN or infinite; lower train.lr"
@@ -342,6 +383,7 @@ def fit_resumable(
     values = history[monitor].to_numpy(float)
     best = int(np.nanargmax(values) if mode_of(monitor) == "max" else np.nanargmin(values))
     summary = {"best_epoch": best, "best": float(values[best]), "epochs": int(len(history))}
+    best_path = stage_dir / "best.weights.h5"
     if best_path.exists():
         model.load_weights(best_path)
     else:  # no epoch beat the baseline: the incoming weights stay
@@ -350,7 +392,7 @@ def fit_resumable(
     history = history.reindex(columns=HISTORY_COLUMNS)
     history["collapsed"] = history["collapsed"].fillna(0).astype(float) > 0
     summary["collapsed"] = bool(history["collapsed"].any())
-    write_json_atomic(finished, summary)
+    write_json_atomic(stage_dir / "finished.json", summary)
     return history, summary
 
 
