@@ -113,6 +113,117 @@ def _create_datasets(f: h5py.File, frames: int, size: int, compression: str) -> 
     return ds
 
 
+class ShardWriter:
+    """One shard, written whole or not at all: clips are appended to a hidden
+    temporary file, which replaces ``shard_path`` only once :meth:`finish`
+    has recorded its attributes."""
+
+    def __init__(self, shard_path: Path, stored: int, size: int, compression: str):
+        self.path = shard_path
+        self.tmp = shard_path.with_name(f".{shard_path.name}.part")
+        shard_path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(self.tmp, "w")
+        self.ds = _create_datasets(self.file, stored, size, compression)
+        self.count = 0
+
+    def append(self, row: dict, clip) -> int:
+        """Add a decoded clip and its manifest row; returns its index."""
+        for d in self.ds.values():
+            d.resize(self.count + 1, axis=0)
+        self.ds["frames"][self.count] = clip.frames
+        for name, value in [
+            ("label", row["label"]),
+            ("clip_id", row["clip_id"]),
+            ("path", row["path"]),
+            ("source_frames", clip.source_frames),
+            ("fps", clip.fps),
+            ("duration", clip.duration),
+            ("padded", clip.padded),
+        ]:
+            self.ds[name][self.count] = value
+        self.count += 1
+        return self.count - 1
+
+    def finish(self, attrs: dict) -> None:
+        self.file.attrs.update(attrs)
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abandon(self) -> None:
+        """Close the temporary file after a failure (it is left for inspection
+        and is overwritten by the next attempt; a reader never sees it)."""
+        if self.file.id.valid:
+            self.file.close()
+
+
+def report_row(row: dict, shard: str, index: int, reason: str, clip=None) -> dict:
+    """A clip's row in the shard's report: ok with its decoding numbers, or
+    (no ``clip``) skipped with ``reason``."""
+    entry = {k: row[k] for k in ("clip_id", "path", "class", "label", "group")}
+    if clip is None:
+        numbers = {"source_frames": 0, "fps": float("nan"), "duration": float("nan")}
+        return {
+            **entry,
+            "shard": shard,
+            "index": -1,
+            "status": "skipped",
+            "reason": reason,
+            **numbers,
+            "padded": False,
+        }
+    numbers = {"source_frames": clip.source_frames, "fps": clip.fps, "duration": clip.duration}
+    return {
+        **entry,
+        "shard": shard,
+        "index": index,
+        "status": "ok",
+        "reason": reason,
+        **numbers,
+        "padded": clip.padded,
+    }
+
+
+def _decode_into(
+    writer: ShardWriter,
+    rows: pd.DataFrame,
+    stored: int,
+    size: int,
+    on_bad_video: str,
+    decode: dict,
+) -> tuple[list[dict], int]:
+    """Each clip of ``rows`` decoded to ``stored`` frames into ``writer``, or
+    reported as skipped (or, ``on_bad_video`` fail, the end of the job);
+    returns the report rows and the frames decoded."""
+    report, decoded, name = [], 0, writer.path.name
+    for i, row in enumerate(rows.to_dict("records"), 1):
+        try:
+            clip = decode_clip(row["path"], stored, size, **decode)
+        except BadVideo as err:
+            if on_bad_video == "fail":
+                raise ExtractError(
+                    f"{row['path']}: {err}. Remove or replace the file, or set "
+                    "extract.on_bad_video: skip to leave bad clips out (they are "
+                    "listed in results/data/extract_report.tsv)"
+                ) from err
+            log.warning("[%d/%d] skipped %s: %s", i, len(rows), row["path"], err)
+            report.append(report_row(row, name, -1, str(err)))
+            continue
+        index = writer.append(row, clip)
+        decoded += clip.source_frames
+        padded = f"padded: {clip.source_frames} frames < {stored} stored" if clip.padded else ""
+        report.append(report_row(row, name, index, padded, clip))
+        log.info(
+            "[%d/%d] %s: %d frames, %.2f fps%s",
+            i,
+            len(rows),
+            row["clip_id"],
+            clip.source_frames,
+            clip.fps,
+            " (padded)" if clip.padded else "",
+        )
+    return report, decoded
+
+
 def extract_shard(
     rows: pd.DataFrame,
     shard_path: str | os.PathLike,
@@ -144,88 +255,14 @@ def extract_shard(
         raise ValueError(f"compression must be one of {list(COMPRESSION)}, not {compression!r}")
     exe = find_ffmpeg(ffmpeg_exe)
     shard_path = Path(shard_path)
-    shard_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = shard_path.with_name(f".{shard_path.name}.part")
-    shard_name = shard_path.name
-    report = []
     start = time.perf_counter()
-    decoded = 0
-    with h5py.File(tmp, "w") as f:
-        ds = _create_datasets(f, stored, size, compression)
-        n = 0
-        for i, row in enumerate(rows.to_dict("records"), 1):
-            path = row["path"]
-            entry = {k: row[k] for k in ("clip_id", "path", "class", "label", "group")}
-            entry["shard"] = shard_name
-            try:
-                clip = decode_clip(
-                    path,
-                    stored,
-                    size,
-                    resize=resize,
-                    ffmpeg_exe=exe,
-                    threads=threads,
-                    buffer_bytes=buffer_bytes,
-                )
-            except BadVideo as err:
-                if on_bad_video == "fail":
-                    raise ExtractError(
-                        f"{path}: {err}. Remove or replace the file, or set "
-                        "extract.on_bad_video: skip to leave bad clips out (they are "
-                        "listed in results/data/extract_report.tsv)"
-                    ) from err
-                log.warning("[%d/%d] skipped %s: %s", i, len(rows), path, err)
-                report.append(
-                    {
-                        **entry,
-                        "index": -1,
-                        "status": "skipped",
-                        "reason": str(err),
-                        "source_frames": 0,
-                        "fps": float("nan"),
-                        "duration": float("nan"),
-                        "padded": False,
-                    }
-                )
-                continue
-            for d in ds.values():
-                d.resize(n + 1, axis=0)
-            ds["frames"][n] = clip.frames
-            for name, value in [
-                ("label", row["label"]),
-                ("clip_id", row["clip_id"]),
-                ("path", path),
-                ("source_frames", clip.source_frames),
-                ("fps", clip.fps),
-                ("duration", clip.duration),
-                ("padded", clip.padded),
-            ]:
-                ds[name][n] = value
-            decoded += clip.source_frames
-            reason = f"padded: {clip.source_frames} frames < {stored} stored" if clip.padded else ""
-            report.append(
-                {
-                    **entry,
-                    "index": n,
-                    "status": "ok",
-                    "reason": reason,
-                    "source_frames": clip.source_frames,
-                    "fps": clip.fps,
-                    "duration": clip.duration,
-                    "padded": clip.padded,
-                }
-            )
-            n += 1
-            log.info(
-                "[%d/%d] %s: %d frames, %.2f fps%s",
-                i,
-                len(rows),
-                row["clip_id"],
-                clip.source_frames,
-                clip.fps,
-                " (padded)" if clip.padded else "",
-            )
-        f.attrs.update(
+    writer = ShardWriter(shard_path, stored, size, compression)
+    try:
+        decode = {"resize": resize, "ffmpeg_exe": exe, "threads": threads}
+        report, decoded = _decode_into(
+            writer, rows, stored, size, on_bad_video, {**decode, "buffer_bytes": buffer_bytes}
+        )
+        writer.finish(
             {
                 "frames": frames,
                 "frames_per_segment": frames_per_segment,
@@ -240,12 +277,13 @@ def extract_shard(
                 "compression": compression,
             }
         )
-    os.replace(tmp, shard_path)
+    finally:
+        writer.abandon()
     seconds = time.perf_counter() - start
     log.info(
         "%s: %d of %d clips ok, %d frames decoded in %.1f s (%.0f frames/s)",
-        shard_name,
-        n,
+        shard_path.name,
+        writer.count,
         len(rows),
         decoded,
         seconds,
