@@ -495,4 +495,5 @@ def final_targets():
         "results/final/explain",
         *(["results/search/best_lr.json"] if config["search"]["methods"] else []),
         *(["results/compare/summary.md"] if config["compare"]["backbones"] else []),
+        *(["results/final/robustness.tsv"] if config["robustness"]["enabled"] else []),
     ]

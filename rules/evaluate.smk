@@ -226,3 +226,55 @@ rule explain:
         code=code_of("explain_clips.py"),
     script:
         "../scripts/explain_clips.py"
+
+
+rule robustness:
+    input:
+        model="results/final/model.keras",
+        split="results/data/split.tsv",
+        classes="results/data/classes.txt",
+        shards=shard_files,
+    output:
+        table=report(
+            "results/final/robustness.tsv",
+            caption="../report/robustness.rst",
+            category="Final model",
+            subcategory="Robustness",
+            labels={"table": "accuracy under corruptions", "split": "test"},
+        ),
+        summary="results/final/robustness.json",
+        heatmap=report(
+            "results/final/figures/robustness.png",
+            caption="../report/robustness.rst",
+            category="Final model",
+            subcategory="Robustness",
+            labels={"figure": "accuracy by corruption and severity", "split": "test"},
+        ),
+        examples=report(
+            "results/final/figures/corruptions.png",
+            caption="../report/corruptions.rst",
+            category="Final model",
+            subcategory="Robustness",
+            labels={"figure": "a test clip under each corruption", "split": "test"},
+        ),
+    log:
+        "logs/evaluate/robustness.log",
+    benchmark:
+        "benchmarks/evaluate/robustness.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
+    params:
+        corruptions=config["robustness"]["corruptions"],
+        severities=config["robustness"]["severities"],
+        seed=config["seed"],
+        batch_size=config["evaluate"]["batch_size"],
+        views=config["evaluate"]["views"],
+        crops=config["evaluate"]["crops"],
+        code=code_of("evaluate_robustness.py"),
+    script:
+        "../scripts/evaluate_robustness.py"

@@ -115,3 +115,32 @@ def test_the_stage_writes_its_table_and_summary(tiny_data, tmp_path):
         model, tiny_data["data"], "test", 8, transform=corruptions.transform_for(*dark, 0)
     )
     assert not np.allclose(dark_probs, probs) and summary["cost"] > 0
+
+
+@pytest.mark.workflow
+def test_the_robustness_stage_runs_on_the_tiny_workflow(tiny_run):
+    from conftest import snakemake
+
+    (tiny_run / "robust.yaml").write_text(
+        "robustness: {corruptions: [low_light, compression], severities: [1, 5]}\n"
+    )
+    target = "results/final/robustness.tsv"
+    out = snakemake(tiny_run, target, "--configfile", "tiny.yaml", "robust.yaml")
+    assert out.returncode == 0, out.stderr[-3000:]
+    # Only the stage ran: the trained model and its evaluation were up to date.
+    assert "rule robustness" in out.stdout + out.stderr and "rule train" not in out.stdout
+    table = pd.read_csv(tiny_run / target, sep="\t")
+    assert table[["corruption", "severity"]].values.tolist() == [
+        ["clean", 0],
+        ["low_light", 1],
+        ["low_light", 5],
+        ["compression", 1],
+        ["compression", 5],
+    ]
+    metrics = json.loads((tiny_run / "results/final/metrics.json").read_text())
+    # The stage's clean pass is the evaluation's (same views and crops): same accuracy.
+    assert table.loc[0, "accuracy"] == metrics["accuracy"]
+    summary = json.loads((tiny_run / "results/final/robustness.json").read_text())
+    assert set(summary["families"]) == {"light", "digital"} and 0 <= summary["rPC"]
+    for figure in ("robustness.png", "corruptions.png"):
+        assert (tiny_run / "results/final/figures" / figure).stat().st_size > 5_000

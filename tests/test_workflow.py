@@ -264,6 +264,8 @@ BAD_CONFIGS = [
     ("extract: {size: 16}", "efficientnetb0 takes frames of at least 32 x 32"),
     ("seed: 4294967296", "4294967296 is greater than the maximum of 4294967295"),
     ("split: {fractions: {train: 0.8, val: 0.2, test: 0}}", "split.fractions.test is 0"),
+    ("robustness: {corruptions: [fog]}", "'fog' is not one of ['low_light'"),
+    ("robustness: {severities: [6]}", "6 is greater than the maximum of 5"),
     (
         "train: {weights: none}\nsplit: {groups: discover}",
         "split.groups: discover compares clips by the frozen features of a pretrained backbone",

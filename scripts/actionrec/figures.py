@@ -252,3 +252,44 @@ def near_duplicates(
         )
     fig.suptitle("Most similar held-out (left) and train (right) clips", fontsize=9)
     _save(fig, path)
+
+
+def robustness_heatmap(
+    table_tsv: str | os.PathLike, summary_json: str | os.PathLike, path: str | os.PathLike
+) -> None:
+    """Accuracy per corruption (rows) and severity (columns), the clean
+    accuracy and each row's rPC beside it."""
+    import json
+
+    table = pd.read_csv(table_tsv, sep="\t")
+    with open(summary_json, encoding="utf-8") as f:
+        summary = json.load(f)
+    corrupted = table[table["corruption"] != "clean"]
+    grid = corrupted.pivot(index="corruption", columns="severity", values="accuracy")
+    grid = grid.loc[list(dict.fromkeys(corrupted["corruption"]))]
+    fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 3.5, 0.45 * len(grid) + 1.6))
+    image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        ax.text(
+            j,
+            i,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value < 0.5 else "black",
+        )
+    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns])
+    rpc = summary.get("corruptions", {})
+    ax.set_yticks(
+        range(len(grid)),
+        [f"{c} (rPC {rpc.get(c, {}).get('rPC', float('nan')):.2f})" for c in grid.index],
+    )
+    ax.set_xlabel("severity")
+    ax.set_title(
+        f"test accuracy under corruption: clean {summary['clean_accuracy']:.3f}, "
+        f"mPC {summary['mPC']:.3f}, rPC {summary['rPC']:.3f}",
+        fontsize=9,
+    )
+    fig.colorbar(image, ax=ax, label="accuracy")
+    _save(fig, path)

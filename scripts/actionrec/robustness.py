@@ -185,3 +185,38 @@ def evaluate_robustness(
         len(severities),
     )
     return summary
+
+
+def corruption_examples(
+    data, corruptions: list[str], seed: int, path: str | os.PathLike, severities=(1, 3, 5)
+) -> None:
+    """The first test clip's middle frame, clean and under each corruption at
+    ``severities``, as the robustness evaluation applies them."""
+    import h5py
+
+    from .corruptions import corrupt
+    from .figures import _save, plt  # pyplot on the figures' non-interactive backend
+    from .pipeline import _shard_file, clip_table
+
+    first = clip_table(data.split, "test").iloc[0]
+    shard = _shard_file(data.shards, first["shard"], "shard")
+    with h5py.File(shard, "r") as f:
+        stored = f["frames"][int(first["index"])]
+    middle = len(stored) // 2
+    fig, axes = plt.subplots(
+        len(corruptions),
+        len(severities) + 1,
+        figsize=(1.6 * (len(severities) + 1), 1.6 * len(corruptions)),
+        squeeze=False,
+    )
+    for row, name in zip(axes, corruptions, strict=True):
+        row[0].imshow(stored[middle])
+        row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+        for ax, severity in zip(row[1:], severities, strict=True):
+            # position 0: the first test clip's draw, as in the evaluation
+            ax.imshow(corrupt(stored, name, severity, seed, 0)[middle])
+        for ax in row:
+            ax.set_xticks([]), ax.set_yticks([])
+    for ax, title in zip(axes[0], ["clean", *[f"severity {s}" for s in severities]], strict=True):
+        ax.set_title(title, fontsize=8)
+    _save(fig, path)
