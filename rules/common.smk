@@ -480,6 +480,11 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names)
 
 
+def robustness_report(wildcards):
+    """robustness.json for the model card when the stage is part of the run."""
+    return ["results/final/robustness.json"] if config["robustness"]["enabled"] else []
+
+
 def final_targets():
     return [
         "results/data/extract_report.tsv",

@@ -110,6 +110,7 @@ rule model_card:
         manifest="results/data/manifest.tsv",
         leakage="results/data/leakage.json",
         lr=lr_report,
+        robustness=robustness_report,
     output:
         report(
             "results/final/model_card.md",

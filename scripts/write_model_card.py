@@ -15,4 +15,5 @@ with logged(sm.log[0]):
         leakage_json=sm.input.leakage,
         config=sm.params.config,
         best_lr_json=best_lr,
+        robustness_json=sm.input.robustness[0] if sm.input.robustness else None,
     )

@@ -144,3 +144,22 @@ def test_the_robustness_stage_runs_on_the_tiny_workflow(tiny_run):
     assert set(summary["families"]) == {"light", "digital"} and 0 <= summary["rPC"]
     for figure in ("robustness.png", "corruptions.png"):
         assert (tiny_run / "results/final/figures" / figure).stat().st_size > 5_000
+
+
+def test_the_model_card_quotes_mpc_and_rpc(tmp_path):
+    from actionrec.model_card import _robustness
+
+    assert "not measured" in _robustness(None)
+    summary = {
+        "severities": [1, 3],
+        "mPC": 0.61,
+        "clean_accuracy": 0.9,
+        "rPC": 0.6778,
+        "families": {"light": {"mPC": 0.4, "rPC": 0.44}, "blur": {"mPC": 0.8, "rPC": 0.89}},
+        "losing_classes": [{"class": "Punch", "clean": 0.9, "corrupted": 0.3}],
+    }
+    (tmp_path / "r.json").write_text(json.dumps(summary))
+    line = _robustness(tmp_path / "r.json")
+    assert "mPC 0.6100 against a clean accuracy of 0.9000, rPC 0.6778" in line
+    assert line.index("light (rPC 0.44)") < line.index("blur (rPC 0.89)")
+    assert "Punch (0.90 -> 0.30)" in line

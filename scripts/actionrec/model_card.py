@@ -154,6 +154,7 @@ def write_model_card(
     leakage_json: str | os.PathLike,
     config: dict,
     best_lr_json: str | os.PathLike | None = None,
+    robustness_json: str | os.PathLike | None = None,
     shown: int = 5,
 ) -> str:
     with open(metrics_json, encoding="utf-8") as f:
@@ -186,7 +187,7 @@ def write_model_card(
     }
 - {extract["frames"]} frames per clip see the whole clip coarsely; fast actions between sampled
   frames are missed.
-"""
+{_robustness(robustness_json)}"""
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return text
@@ -270,3 +271,25 @@ Weakest classes by F1:
 
 {weak.to_markdown(index=False)}
 """
+
+
+def _robustness(robustness_json) -> str:
+    """The limitations the robustness stage measured, from its numbers."""
+    if not robustness_json:
+        return (
+            "- Robustness to low light, blur, noise, compression and other conditions: not "
+            "measured (robustness.enabled).\n"
+        )
+    with open(robustness_json, encoding="utf-8") as f:
+        r = json.load(f)
+    families = sorted(r["families"].items(), key=lambda kv: kv[1]["rPC"])
+    worst = ", ".join(f"{name} (rPC {v['rPC']:.2f})" for name, v in families[:3])
+    losing = ", ".join(
+        f"{c['class']} ({c['clean']:.2f} -> {c['corrupted']:.2f})" for c in r["losing_classes"][:3]
+    )
+    return (
+        f"- Under corrupted frames (results/final/robustness.tsv, severities "
+        f"{', '.join(map(str, r['severities']))}): mPC {r['mPC']:.4f} against a clean accuracy of "
+        f"{r['clean_accuracy']:.4f}, rPC {r['rPC']:.4f}. The conditions it copes with worst: "
+        f"{worst}. The classes that lose most: {losing}.\n"
+    )
