@@ -23,6 +23,25 @@ from .tables import write_tsv
 log = logging.getLogger(__name__)
 
 
+def pretrain_optimizer(lr: float, steps_per_epoch: int, epochs: int):
+    """Adam that warms up over the first epoch to ``lr``, then decays it along
+    a cosine, with each step's gradient clipped to norm 1. A deep network
+    from scratch at a constant rate can leave the first steps' large gradients
+    unchecked: ResNet50 at 0.002 then stayed at chance (train accuracy 0.10-0.17,
+    loss above ln 16) on one 2-core machine where another learned."""
+    import keras
+
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(steps_per_epoch, total - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr / 100 if warmup else lr,
+        decay_steps=total - warmup,
+        warmup_target=lr if warmup else None,
+        warmup_steps=warmup,
+    )
+    return keras.optimizers.Adam(schedule, clipnorm=1.0)
+
+
 def pretrain_backbone(
     backbone: str,
     size: int,
@@ -63,7 +82,9 @@ def pretrain_backbone(
     out = keras.layers.Dense(len(image_labels()), activation="softmax", name="labels")(features)
     model = keras.Model(net.input, out)
     model.compile(
-        keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"]
+        pretrain_optimizer(lr, -(-(images - n_val) // batch_size), epochs),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
     )
     fit = model.fit(
         x[n_val:].astype(np.float32),
