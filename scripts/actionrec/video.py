@@ -1,23 +1,34 @@
 """Decoding and encoding video with ffmpeg, through ffmpeg-python.
 
 Only the ``ffmpeg`` binary is needed (no ffprobe): the clip's frame rate and
-duration are read from the header ffmpeg prints while it decodes, and the
-frame count is the number of frames it actually delivers.
+duration are read from the log ffmpeg writes while it decodes, and the frame
+count is the number of frames it actually delivers.
 
 A file reaches ffmpeg as a link of this module's naming in a private folder,
 so that neither its name nor a colon in it can pass for ffmpeg's words in
 the log parsed here or for a protocol; every wait for ffmpeg is bounded.
+
+The file's own text (its tags, a stream's language) appears in the log only
+in the input's header, where a line break in it can forge any line. So the
+log is read so that no tag can change what it says: the rate is read from
+the output's header, which ffmpeg prints after the input's and with none of
+the file's tags; the duration only where every line that claims it agrees;
+errors and counts outside the input's header. While ffmpeg runs, its lines
+are told from forged ones by a random token that the file cannot know.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +40,7 @@ RESIZE_MODES = ("crop", "pad", "stretch")
 # Frames kept in memory while one clip streams past, in bytes. Clips whose
 # decoded frames fit are sampled exactly; longer ones from every k-th frame.
 DEFAULT_BUFFER_BYTES = 64 * 2**20
-# A clip that yields fewer frames than this share of what its header
+# A clip whose frames end before this share of the duration its header
 # announces is reported as truncated.
 TRUNCATION_TOLERANCE = 0.9
 # The frame rate assumed for a source that announces none (a raw pipe, some cameras).
@@ -50,8 +61,8 @@ class Clip:
 
     frames: np.ndarray  # uint8 [T, S, S, 3], RGB
     source_frames: int  # frames the decoder delivered
-    fps: float  # from the container header, NaN when unknown
-    duration: float  # seconds, from the header, else source_frames / fps
+    fps: float  # the rate ffmpeg reads the stream at (its header's, else guessed); NaN: unknown
+    duration: float  # seconds: the header's, else to the end of the last frame
     padded: bool  # fewer than T source frames: some frames repeat
 
 
@@ -114,40 +125,84 @@ def sample_indices(n_source: int, n_out: int) -> np.ndarray:
 # text ffmpeg echoes inside a line (a path, a metadata value) is never taken
 # for its own words.
 _TAGS = r"^(?:\[[^\]\n]*@ 0x[0-9a-f]+\] )*"
-_DURATION = re.compile(r"^\[info\]   Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", re.M)
+_INPUT = re.compile(r"^\[info\] Input #0, ", re.M)
+_MAPPING = re.compile(r"^\[info\] Stream mapping:", re.M)
+_DURATION = re.compile(r"^\[info\]   Duration: (N/A|(\d+):(\d+):(\d+(?:\.\d+)?))", re.M)
 _VIDEO_STREAM = re.compile(r"^\[info\] +Stream #\d+:\d+\S*: Video: (.*)$", re.M)
-_HEADER_END = re.compile(r"^\[info\] (?:Stream mapping:|Output #)", re.M)
 # A rate as ffmpeg prints it: 25, 29.97, 0.0100, or 1k (1000).
 _FPS = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(k?) fps\b")
 _TBR = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(k?) tbr\b")
 _ERROR = re.compile(_TAGS + r"\[(error|fatal|panic)\]")
 _DECODED = re.compile(
-    _TAGS + r"\[verbose\] +Input stream #\d+:\d+ \(video\): \d+ packets read "
+    _TAGS + r"\[verbose\] +Input stream #\d+:\d+ \(video\): (\d+) packets read "
     r"\(\d+ bytes\); (\d+) frames decoded",
     re.M,
 )
+# The statistics line ffmpeg ends with: the time is where the last frame sent ends.
+_FINAL_TIME = re.compile(r"^\[info\] frame= *\d+ .*?\btime=(\d+):(\d+):(\d+(?:\.\d+)?)", re.M)
+
+
+def _parts(log: str) -> tuple[str, str, str]:
+    """ffmpeg's log cut in three: before the input's header, the header (the
+    only part that echoes the file's own text), and from the stream mapping
+    on. A forged "Stream mapping:" comes before ffmpeg's own, which is hence
+    the last one; without it, the header runs to the end."""
+    start = _INPUT.search(log)
+    if not start:
+        return log, "", ""
+    ends = [m.start() for m in _MAPPING.finditer(log, start.start())]
+    if not ends:
+        return log[: start.start()], log[start.start() :], ""
+    return log[: start.start()], log[start.start() : ends[-1]], log[ends[-1] :]
+
+
+def _rate(stream_line: str) -> float:
+    rate = _FPS.search(stream_line) or _TBR.search(stream_line)
+    return float(rate.group(1)) * (1000 if rate.group(2) else 1) if rate else float("nan")
+
+
+def _hms(hours: str, minutes: str, seconds: str) -> float:
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def header_info(log: str) -> tuple[float, float]:
-    """Frame rate and duration (seconds) from the input header in ffmpeg's
-    log: the stream's fps, else its tbr (the rate ffmpeg guesses), NaN when
-    the header gives neither."""
-    end = _HEADER_END.search(log)
-    header = log[: end.start()] if end else log
-    duration = fps = float("nan")
-    m = _DURATION.search(header)
-    if m:
-        h, mnt, sec = m.groups()
-        duration = int(h) * 3600 + int(mnt) * 60 + float(sec)
+    """Frame rate and duration (seconds) of the input from ffmpeg's log, NaN
+    for what it does not give.
+
+    The rate is the one the output's header states (the stream's fps, else
+    the rate ffmpeg guesses from its timestamps), which no tag can reach;
+    only a log that has no output, such as a run that failed, is read for
+    the input stream's fps, else its tbr. A tag can add lines to the input's
+    header but not remove ffmpeg's: the duration is the one every
+    "Duration:" line there states, and unknown where they differ."""
+    _, header, after = _parts(log)
+    stated = {m.group(1) for m in _DURATION.finditer(header)}
+    duration = float("nan")
+    if len(stated) == 1:
+        m = _DURATION.search(header)
+        if m.group(2):
+            duration = _hms(*m.group(2, 3, 4))
+    output = _VIDEO_STREAM.search(after)
+    if output:
+        return _rate(output.group(1)), duration
     m = _VIDEO_STREAM.search(header)
-    rate = m and (_FPS.search(m.group(1)) or _TBR.search(m.group(1)))
-    if rate:
-        fps = float(rate.group(1)) * (1000 if rate.group(2) else 1)
-    return fps, duration
+    return (_rate(m.group(1)) if m else float("nan")), duration
+
+
+def _decoded_end(log: str) -> float:
+    """Where the last frame sent ends, in seconds from the input's start, as
+    ffmpeg's final statistics give it; NaN when they give none."""
+    times = _FINAL_TIME.findall(_parts(log)[2])
+    return _hms(*times[-1]) if times else float("nan")
 
 
 def error_lines(log: str) -> list[str]:
-    return [line.strip() for line in log.splitlines() if _ERROR.match(line)]
+    """ffmpeg's error lines, leaving out the input's header once ffmpeg has
+    gone past it: a line break in a tag can forge one there. Only a run that
+    failed before (so is a bad video whatever its log says) ends in it."""
+    before, header, after = _parts(log)
+    text = before + after if after else log
+    return [line.strip() for line in text.split("\n") if _ERROR.match(line)]
 
 
 def check_readable(path: str | os.PathLike) -> None:
@@ -198,23 +253,27 @@ def avi_frame_count(path: str | os.PathLike) -> int | None:
 
 class _Ffmpeg:
     """An ffmpeg process, run through ffmpeg-python, whose stderr a thread
-    collects line by line (so that a full pipe never blocks it); ``_header``
-    is set once the input's header has been printed, or the log has ended."""
+    reads line by line (so that a full pipe never blocks it), handing each
+    line to ``_take`` and calling ``_ended`` when the log ends."""
 
     def __init__(self, stream, exe: str, **pipes):
         self.proc = stream.run_async(cmd=exe, pipe_stderr=True, **pipes)
         self._lines: list[str] = []
-        self._header = threading.Event()
         self._thread = threading.Thread(target=self._read_stderr, daemon=True)
         self._thread.start()
 
     def _read_stderr(self) -> None:
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace")
-            self._lines.append(line)
-            if _VIDEO_STREAM.match(line) or _HEADER_END.match(line):
-                self._header.set()
-        self._header.set()
+        try:
+            for raw in self.proc.stderr:
+                self._take(raw.decode("utf-8", "replace"))
+        finally:
+            self._ended()
+
+    def _take(self, line: str) -> None:
+        self._lines.append(line)
+
+    def _ended(self) -> None:
+        pass
 
     def finish(self) -> tuple[int, str]:
         """Wait for the process; its exit status and everything it logged."""
@@ -273,11 +332,35 @@ def _private_link(path: str | os.PathLike) -> tuple[str | None, str]:
     return folder, link
 
 
+# The output's tag whose value, drawn anew for each run, marks the output's
+# header as ffmpeg's own.
+_MARK = "actionrec"
+
+
+# A frame's time as the metadata filter writes it.
+_TIME = re.compile(rb"^frame: *\d+ +pts: *\S+ +pts_time:(\S+)$", re.M)
+
+
+def _filter_arg(text: str) -> str:
+    """``text`` as one option value in a -vf filter chain: escaped for the
+    option, then for the chain."""
+    value = re.sub(r"([\\':])", r"\\\1", text)
+    return re.sub(r"([\\'\[\],;])", r"\\\1", value)
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # NOPTS: a frame without a time
+        return float("nan")
+
+
 class FrameStream(_Ffmpeg):
     """ffmpeg sending ``size`` x ``size`` RGB frames of the first video stream
     of a local file (``local``), or else a device or URL, to a pipe, only
     those ``picks`` selects when given (``source``: ffmpeg's input options,
-    such as ``re`` or ``f``). Iterate for the frames; then ``rc``, ``log`` and
+    such as ``re`` or ``f``). Iterate for the frames (with ``times``,
+    ``next_time`` gives each one's time); then ``rc``, ``log`` and
     ``delivered`` tell how it went and ``check`` raises when it failed.
     ``stop`` ends it early; a watchdog does when it sends nothing for
     ``timeout`` seconds (STALL_SECONDS when None)."""
@@ -289,18 +372,32 @@ class FrameStream(_Ffmpeg):
         resize: str,
         exe: str,
         threads: int,
-        picks=None,
-        source=None,
+        picks: str | None = None,
+        source: dict | None = None,
         *,
         local: bool = True,
         timeout: float | None = None,
+        times: bool = False,
     ):
         self.name = str(path)
         self._folder, url = _private_link(path) if local else (None, str(path))
         self._url = url
+        token = secrets.token_hex(8)
         vf = scale_filter(size, resize)
         if picks:
             vf = f"select='{picks}',{vf}"
+        self._times_path = None
+        if times:
+            if self._folder is None:
+                self._folder = tempfile.mkdtemp(prefix="actionrec-")
+            self._times_path = os.path.join(self._folder, "times")
+            # Each frame's time, written to a file as the frame passes (before
+            # it is sent), under a tag the file cannot already hold.
+            out = _filter_arg("file:" + self._times_path)
+            vf += (
+                f",metadata=mode=add:key={token}:value=1"
+                f",metadata=mode=print:key={token}:direct=1:file={out}"
+            )
         stream = (
             ffmpeg.input(url, threads=threads, **(source or {}))
             .output(
@@ -311,6 +408,12 @@ class FrameStream(_Ffmpeg):
                 map="0:v:0",
                 # One output frame per decoded frame: no duplicates to keep a constant rate.
                 fps_mode="passthrough",
+                # Fine enough that frames closer than 1 / rate (variable rate) stay apart.
+                enc_time_base="1:1000000",
+                # The output's header echoes none of the file's tags, only the token.
+                map_metadata=-1,
+                map_chapters=-1,
+                metadata=f"{_MARK}={token}",
                 an=None,
                 sn=None,
                 threads=threads,
@@ -318,6 +421,12 @@ class FrameStream(_Ffmpeg):
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
         )
         self.timeout = STALL_SECONDS if timeout is None else timeout
+        self._mark = re.compile(rf"^\[info\] +{_MARK} +: {token}$")
+        self._marked = False
+        self._header = threading.Event()
+        self._times: deque[float] = deque()
+        self._times_file = None
+        self._partial = b""
         try:
             super().__init__(stream, exe, pipe_stdout=True)
         except BaseException:
@@ -326,17 +435,53 @@ class FrameStream(_Ffmpeg):
         self.size, self.delivered, self.rc, self.log = size, 0, None, ""
         self.watchdog = _Watchdog(self, self.timeout)
 
+    def _take(self, line: str) -> None:
+        self._lines.append(line)
+        if self._marked:
+            if _VIDEO_STREAM.match(line):
+                self._header.set()
+        elif self._mark.match(line):
+            self._marked = True
+
+    def _ended(self) -> None:
+        self._header.set()
+
     def header(self) -> tuple[float, float]:
-        """Frame rate and duration of the input, once ffmpeg has printed them
+        """Frame rate and duration of the input (header_info), once ffmpeg
+        has printed the output's header, the last before the first frame
         (NaN when it ended, or was ended, first)."""
         self._header.wait()
         return header_info("".join(self._lines))
 
     def frame_rate(self) -> float:
-        """The input's frame rate from its header, before any frame comes;
-        FALLBACK_FPS when it announces none (a raw pipe, some cameras)."""
+        """The input's frame rate, before any frame comes; FALLBACK_FPS when
+        it announces none (a raw pipe, some cameras)."""
         fps = self.header()[0]
         return fps if np.isfinite(fps) and fps > 0 else FALLBACK_FPS
+
+    def next_time(self) -> float:
+        """With ``times``: the time (seconds) of the next frame in the order
+        iteration delivers them, to be asked once per frame, after it came;
+        NaN when ffmpeg gave none. ffmpeg writes it before it sends the
+        frame: without the first frame's, it writes none."""
+        if not self._times and self._times_path:
+            self._read_times()
+        return self._times.popleft() if self._times else float("nan")
+
+    def _read_times(self) -> None:
+        if self._times_file is None:
+            try:
+                # Still readable once the folder is removed at the end.
+                self._times_file = open(self._times_path, "rb")
+            except OSError:
+                self._times_path = None
+                return
+        data = self._partial + self._times_file.read()
+        *lines, self._partial = data.split(b"\n")
+        for m in _TIME.finditer(b"\n".join(lines)):
+            self._times.append(_seconds(m.group(1).decode()))
+        if not self._times and self.delivered <= 1:
+            self._times_path = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         frame_bytes = self.size * self.size * 3
@@ -360,6 +505,8 @@ class FrameStream(_Ffmpeg):
         finally:
             self.watchdog.stop()
             self._remove_link()
+            if self._times_file is not None:
+                self._times_file.close()
 
     def _remove_link(self) -> None:
         if self._folder:
@@ -390,12 +537,13 @@ class FrameStream(_Ffmpeg):
             "stalled or never opened; check that the source is complete and readable"
         )
 
-    def check(self, decode_errors: bool = True) -> None:
-        """Raise BadVideo when the run stalled, failed, delivered nothing or
-        (with ``decode_errors``) logged decode errors."""
+    def check(self, decode_errors: bool = True, need_frames: bool = True) -> None:
+        """Raise BadVideo when the run stalled, failed, delivered nothing
+        (with ``need_frames``) or (with ``decode_errors``) logged decode
+        errors."""
         if self.watchdog.fired:
             raise BadVideo(self.stall_message())
-        if self.rc != 0 or self.delivered == 0:
+        if self.rc != 0 or (need_frames and self.delivered == 0):
             raise BadVideo(_failure(self.errors(), self.rc))
         if decode_errors:
             _check_decode_errors(self.errors())
@@ -446,6 +594,9 @@ class _Frames:
 class _Decoded:
     frames: _Frames
     decoded: int | None  # frames the decoder delivered, by its own count
+    packets: int | None  # packets it read
+    delivered: int  # frames sent through the pipe
+    selected: bool  # only chosen frames were sent
     log: str
     errors: list[str]
 
@@ -464,9 +615,10 @@ def _run_decoder(
     """One ffmpeg pass over the clip.
 
     With ``select`` (source frame indices), only those frames are scaled,
-    converted and sent through the pipe. Without, every frame is, into a
-    buffer of at most ``cap`` frames that thins itself out to every 2nd,
-    4th, ... frame when full.
+    converted and sent through the pipe; none may be, when the indices
+    overshoot the clip. Without, every frame is, into a buffer of at most
+    ``cap`` frames that thins itself out to every 2nd, 4th, ... frame when
+    full.
     """
     order = np.unique(select) if select is not None else None
     picks = "+".join(f"eq(n,{k})" for k in order) if order is not None else None
@@ -477,17 +629,32 @@ def _run_decoder(
             kept.add(n, frame)
         elif n < len(order):
             kept.add(int(order[n]), frame)
-    stream.check(decode_errors=False)
-    decoded = _decoded_count(stream.log)
+    packets, decoded = _decoder_counts(stream.log)
+    # A pass that sent none of its picks is judged by decode_clip, which may
+    # decode again: ffmpeg can fail a run that wrote nothing.
+    if order is None or stream.delivered or stream.watchdog.fired:
+        stream.check(decode_errors=False)
     if select is None and decoded is None:
         decoded = stream.delivered
-    return _Decoded(kept, decoded, stream.log, stream.errors())
+    return _Decoded(
+        kept, decoded, packets, stream.delivered, order is not None, stream.log, stream.errors()
+    )
 
 
-def _decoded_count(log: str) -> int | None:
-    """The decoder's frame count from the statistics ffmpeg prints last."""
-    m = _DECODED.search(log, max(0, log.rfind("Input file #0")))
-    return int(m.group(1)) if m else None
+def _decoder_counts(log: str) -> tuple[int | None, int | None]:
+    """The packets the decoder read and the frames it decoded, from the
+    statistics ffmpeg prints last."""
+    after = _parts(log)[2]
+    m = _DECODED.search(after, max(0, after.rfind("Input file #0")))
+    return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+
+
+def _nothing_decoded(run: _Decoded, expected: int) -> str:
+    said = f"no frames decoded: the AVI header announces {expected} frames"
+    if not run.packets:
+        return f"{said}, but the file holds none"
+    first = f": {run.errors[0]}" if run.errors else ""
+    return f"{said}, and none of the {run.packets} the file holds could be decoded{first}"
 
 
 def decode_clip(
@@ -509,7 +676,8 @@ def decode_clip(
     is decoded a second time with the true count. Other containers stream
     every frame through a bounded buffer. Either way memory does not grow
     with the clip's length. Raises BadVideo with the reason when the clip is
-    unusable, or when ffmpeg sends nothing for ``stall_seconds``
+    unusable (truncated: its frames end well before the duration its header
+    states), or when ffmpeg sends nothing for ``stall_seconds``
     (STALL_SECONDS when None).
     """
     check_readable(path)
@@ -522,17 +690,30 @@ def decode_clip(
     run = None
     if expected:
         run = _run_decoder(path, size, select=sample_indices(expected, frames), **options)
+        if run.decoded == 0:
+            raise BadVideo(_nothing_decoded(run, expected))
         if run.decoded and run.decoded != expected:
             run = _run_decoder(path, size, select=sample_indices(run.decoded, frames), **options)
-    if run is None or not run.decoded:
+    if run is None or not run.decoded or not run.delivered:
         run = _run_decoder(path, size, select=None, **options)
     n = run.decoded
     fps, duration = header_info(run.log)
-    announced = duration * fps
-    if np.isfinite(announced) and n < TRUNCATION_TOLERANCE * announced:
-        raise BadVideo(f"truncated: decoded {n} of the {announced:.0f} frames its header announces")
+    rated = np.isfinite(fps) and fps > 0
+    if run.selected:
+        # AVI has no timestamps: frame k starts at k / rate, and only the sampled frames came.
+        end = n / fps if rated else float("nan")
+    else:
+        # A variable-rate clip (a phone's, a browser's) has fewer frames than duration x rate.
+        end = _decoded_end(run.log)
+    if np.isfinite(duration) and end < TRUNCATION_TOLERANCE * duration:
+        raise BadVideo(
+            f"truncated: its {n} frames end at {end:.2f} s of the {duration:.2f} s its "
+            "header announces"
+        )
     _check_decode_errors(run.errors)
-    if not np.isfinite(duration) and np.isfinite(fps) and fps > 0:
+    if not np.isfinite(duration):
+        duration = end
+    if not np.isfinite(duration) and rated:
         duration = n / fps
     return Clip(run.frames.sample(n, frames), n, fps, duration, n < frames)
 
@@ -550,28 +731,42 @@ def windows(
     stall_seconds: float | None = None,
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Stream a video of any length as consecutive windows of
-    ``window_seconds``, each sampled to ``frames`` frames like decode_clip
-    samples a whole clip. Yields (uint8 [T, S, S, 3], source frames in the
-    window). A window holds its sampled frames and at most ``buffer_bytes``
-    of others, whatever the source's rate (the last window, whose length is
-    known only at the end, is sampled from those). A video no longer than one
-    window gives exactly the frames decode_clip gives. Raises BadVideo as
-    decode_clip does.
+    ``window_seconds`` by the frames' own times (so a variable frame rate
+    gives as many windows as the video has seconds to cover), each sampled
+    to ``frames`` frames like decode_clip samples a whole clip. Yields
+    (uint8 [T, S, S, 3], source frames in the window); a stretch without
+    frames yields none. A window holds its sampled frames, as many as its
+    seconds hold at the stream's rate, and at most ``buffer_bytes`` of
+    others, whatever the source's rate (a window of another length is
+    sampled from those). A video no longer than one window gives exactly
+    the frames decode_clip gives. Raises BadVideo as decode_clip does.
     """
     check_readable(path)
     check_container(path)
     exe = ffmpeg_exe or find_ffmpeg()
-    stream = FrameStream(path, size, resize, exe, threads, timeout=stall_seconds)
-    span = max(frames, round(window_seconds * stream.frame_rate()))
+    stream = FrameStream(path, size, resize, exe, threads, timeout=stall_seconds, times=True)
+    fps = stream.frame_rate()
+    span = max(frames, round(window_seconds * fps))
     cap = max(2 * frames, buffer_bytes // (size * size * 3))
     full = sample_indices(span, frames)
-    window, count = _Frames(cap, keep=full), 0
+    window, count, current = _Frames(cap, keep=full), 0, 0
+    first = last = float("nan")
     for frame in stream:
+        t = stream.next_time()
+        if not math.isfinite(t):
+            t = last + 1 / fps if math.isfinite(last) else 0.0
+        if not math.isfinite(first):
+            first = t
+        last = t
+        # The margin keeps a frame on a window's edge in the later window,
+        # whatever the rounding: 2.4 / 0.8 is 2.999... in floating point.
+        index = math.floor((t - first) / window_seconds + 1e-7)
+        if index > current:
+            if count:
+                yield window.sample(count, frames), count
+            window, count, current = _Frames(cap, keep=full), 0, index
         window.add(count, frame)
         count += 1
-        if count == span:
-            yield window.sample(span, frames), span
-            window, count = _Frames(cap, keep=full), 0
     stream.check()
     if count:
         yield window.sample(count, frames), count
