@@ -11,27 +11,12 @@ import numpy as np
 import pytest
 
 from actionrec.provenance import video_listing
-from actionrec.synthetic import render_dataset
 from conftest import copy_workflow, snakemake
-
-
-def videos(root: Path) -> Path:
-    render_dataset(
-        root,
-        classes=["Grow", "Checker"],
-        groups=2,
-        clips_per_group=1,
-        min_frames=6,
-        max_frames=8,
-        width=32,
-        height=24,
-        seed=1,
-    )
-    return root
+from test_data_edges import dataset
 
 
 def test_the_listing_changes_with_every_added_removed_or_replaced_video(tmp_path):
-    root = videos(tmp_path / "UCF-101")
+    root = dataset(tmp_path)
     exts = (".avi",)
     first = video_listing(root, exts)
     assert video_listing(root, exts) == first  # nothing changed: nothing reruns
@@ -57,7 +42,7 @@ def test_the_listing_changes_with_every_added_removed_or_replaced_video(tmp_path
 
 @pytest.mark.workflow
 def test_a_clip_added_under_data_root_reruns_the_manifest(tmp_path):
-    root = videos(tmp_path / "UCF-101")
+    root = dataset(tmp_path)
     (tmp_path / "wf").mkdir()
     workdir = copy_workflow(tmp_path / "wf")
     (workdir / "own.yaml").write_text(f"data: {{root: {root}}}\n")
