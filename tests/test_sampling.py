@@ -284,8 +284,11 @@ def test_one_loop_classifies_windows_in_order_and_at_once_when_asked():
             yield np.full((T, S, S, 3), k / 10, np.float32), f"window {k}"
 
     out = list(classify_windows(Mean(), sampled(5), batch_size=3))
-    assert [info for _, info in out] == [f"window {k}" for k in range(5)]
-    np.testing.assert_allclose([p[0] for p, _ in out], [k / 10 for k in range(5)], rtol=1e-6)
+    assert [w.info for w in out] == [f"window {k}" for k in range(5)]
+    np.testing.assert_allclose([w.probs[0] for w in out], [k / 10 for k in range(5)], rtol=1e-6)
+    # Without a rejection: the score is the top probability and nothing is unknown.
+    assert [w.score for w in out] == pytest.approx([max(k / 10, 1 - k / 10) for k in range(5)])
+    assert not any(w.unknown for w in out)
     # batch 1, as a live stream: each window's scores come before the next window is read.
     taken.clear()
     first = next(classify_windows(Mean(), sampled(5), batch_size=1))

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,25 @@ from .video import BadVideo, find_ffmpeg, windows
 log = logging.getLogger(__name__)
 
 COLUMNS = ["video", "status", "windows", "frames", "predicted", "probability", "top", "error"]
+
+
+class Window(NamedTuple):
+    """One classified window, as :func:`classify_windows` yields it."""
+
+    probs: np.ndarray  # class probabilities (calibrated when the model carries a temperature)
+    info: Any  # what the caller keeps of the window (the frames it covers, its time)
+    score: float  # the rejection score: higher is more like a trained action
+    unknown: bool  # below the rejection threshold: none of the trained actions
+
+
+class Rejection(Protocol):
+    """How a window is judged none of the trained actions: a score of its
+    probabilities (and the model's features, when the model gives them as a
+    second output) against a threshold chosen on the validation split."""
+
+    threshold: float
+
+    def score(self, probs: np.ndarray, features: np.ndarray | None) -> np.ndarray: ...
 
 
 def find_videos(
@@ -102,8 +121,8 @@ def classify_video(
             model, sampled, views=views, per_segment=per_segment, batch_size=batch_size
         )
     )
-    w = np.asarray([covered for _, covered in scored], np.float64)
-    probs = (np.stack([p for p, _ in scored]) * w[:, None]).sum(axis=0) / w.sum()
+    w = np.asarray([window.info for window in scored], np.float64)
+    probs = (np.stack([window.probs for window in scored]) * w[:, None]).sum(axis=0) / w.sum()
     return probs, len(w), int(w.sum())
 
 
@@ -114,42 +133,62 @@ def classify_windows(
     views: int = 1,
     per_segment: int | None = None,
     batch_size: int = 4,
-) -> Iterator[tuple[np.ndarray, Any]]:
+    rejection: Rejection | None = None,
+) -> Iterator[Window]:
     """The one loop that classifies the windows of a video, a file's or a
     stream's: ``sampled`` gives each window's frames, sampled to T x K
     (K = ``per_segment``, else ``views``), with what its caller keeps of it
-    (the frames it covers, its time); yields each window's class
-    probabilities (the mean over ``views`` views, :func:`view_scores`) with
-    that, in order, as soon as its batch of ``batch_size`` is classified
-    (1: at once, as a live stream needs)."""
+    (the frames it covers, its time); yields each window's :class:`Window`
+    (class probabilities: the mean over ``views`` views, :func:`view_scores`;
+    the rejection score and verdict of ``rejection``, else the top
+    probability and never unknown), in order, as soon as its batch of
+    ``batch_size`` is classified (1: at once, as a live stream needs)."""
     clips: list[np.ndarray] = []
     kept: list[Any] = []
     for clip, info in sampled:
         clips.append(clip)
         kept.append(info)
         if len(clips) == batch_size:
-            yield from _scored(model, clips, kept, views, per_segment)
+            yield from _scored(model, clips, kept, views, per_segment, rejection)
             clips, kept = [], []
     if clips:
-        yield from _scored(model, clips, kept, views, per_segment)
+        yield from _scored(model, clips, kept, views, per_segment, rejection)
 
 
-def _scored(model, clips: list, kept: list, views: int, per_segment: int | None):
-    return zip(view_scores(model, np.stack(clips), views, per_segment), kept, strict=True)
+def _scored(model, clips: list, kept: list, views: int, per_segment, rejection) -> list[Window]:
+    out = view_scores(model, np.stack(clips), views, per_segment)
+    probs, features = out if isinstance(out, tuple) else (out, None)
+    if rejection is None:
+        scores, unknown = probs.max(axis=1), np.zeros(len(probs), bool)
+    else:
+        scores = np.asarray(rejection.score(probs, features), np.float64)
+        unknown = scores < rejection.threshold
+    return [
+        Window(p, info, float(s), bool(u))
+        for p, info, s, u in zip(probs, kept, scores, unknown, strict=True)
+    ]
 
 
-def view_scores(model, clips: np.ndarray, views: int, per_segment: int | None = None) -> np.ndarray:
+def view_scores(model, clips: np.ndarray, views: int, per_segment: int | None = None):
     """Probabilities of clips sampled to T x K frames [n, T * K, ...] (K =
     ``per_segment``, else ``views``), the layout of a shard with K frames a
     segment: the mean over the ``views`` views that evaluation takes of such a
     clip (:func:`.pipeline.view_offsets`; with K = V, view v is frames v,
-    v + V, v + 2V, ...)."""
+    v + V, v + 2V, ...). A model with a second output (features, for a
+    rejection score) gives (probabilities, features), each the views' mean."""
     from .pipeline import view_offsets
 
     n, k = len(clips), per_segment or views
     stacked = np.concatenate([clips[:, o::k] for o in view_offsets(views, k)])
-    probs = np.asarray(model.predict_on_batch(stacked), np.float64)
-    return probs.reshape(views, n, -1).mean(axis=0)
+    out = model.predict_on_batch(stacked)
+
+    def mean(x) -> np.ndarray:
+        return np.asarray(x, np.float64).reshape(views, n, -1).mean(axis=0)
+
+    if isinstance(out, list | tuple):
+        probs, features = out
+        return mean(probs), mean(features)
+    return mean(out)
 
 
 def predict_videos(

@@ -159,7 +159,7 @@ def classify_stream(
         max_frames=buffer_bytes // (size * size * 3),
     )
     try:
-        for probs, n in classify_windows(
+        for probs, n, *_ in classify_windows(
             model, sampled, views=views, per_segment=per_segment, batch_size=1
         ):
             best = int(probs.argmax())
