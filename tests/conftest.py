@@ -13,6 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("UCF101_SAMPLE", REPO.parent / "shared/data/ucf101-sample"))
 
 
+# The suite runs on two workers (pyproject's addopts: -n 2 --dist loadgroup). A
+# session-scoped run is made once per worker that needs it, and tests that rerun
+# snakemake in it must not run at the same time, so every test that uses one of
+# these runs goes to that run's worker; the others keep their module together, so
+# that a module-scoped fixture is made once.
+SHARED_RUNS = ("tiny_run", "short_run")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
+        group = shared[0] if shared else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def sample() -> Path:
     """The real UCF101 clips and split lists; absent on a user's fresh clone."""

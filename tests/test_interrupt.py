@@ -1,8 +1,11 @@
 """snakemake killed with SIGKILL during extraction and during training, then
-rerun with the same command: the final outputs equal an uninterrupted run's."""
+rerun with the same command: the outputs equal an uninterrupted run's. The
+extraction kill runs the data stage alone (what follows it only reads its
+outputs); the training kill starts from a finished data stage."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,17 +24,21 @@ from conftest import short_workflow as prepared
 pytestmark = pytest.mark.workflow
 
 
-def rerun(workdir: Path) -> None:
+DATA = ("results/data/split.tsv",)
+DATA_TABLES = ("data/manifest.tsv", "data/split.tsv", "data/extract_report.tsv")
+
+
+def rerun(workdir: Path, *targets: str) -> None:
     """What the README says to do after a kill: unlock, then the same command."""
-    unlock = snakemake(workdir, "--unlock", *ARGS, timeout=120)
+    unlock = snakemake(workdir, "--unlock", *targets, *ARGS, timeout=120)
     assert unlock.returncode == 0, unlock.stderr[-2000:]
-    out = snakemake(workdir, *ARGS, timeout=600)
+    out = snakemake(workdir, *targets, *ARGS, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 
 
-def kill_when(workdir: Path, ready, timeout: float = 300) -> None:
+def kill_when(workdir: Path, ready, *targets: str, timeout: float = 300) -> None:
     """Run snakemake in its own process group; SIGKILL the group once ``ready()``."""
-    cmd = [*snakemake_cmd(), "--cores", "2", *ARGS]
+    cmd = [*snakemake_cmd(), "--cores", "2", *targets, *ARGS]
     log = open(workdir / "killed_run.log", "w")
     proc = subprocess.Popen(
         cmd,
@@ -52,22 +59,16 @@ def kill_when(workdir: Path, ready, timeout: float = 300) -> None:
         proc.wait()
 
 
-def assert_same_results(a: Path, b: Path) -> None:
-    for table in (
-        "data/manifest.tsv",
-        "data/split.tsv",
-        "data/extract_report.tsv",
-        "final/predictions.tsv",
-        "final/per_class.tsv",
-    ):
+def assert_same_tables(a: Path, b: Path, tables) -> None:
+    for table in tables:
         x, y = read_tsv(a / "results" / table), read_tsv(b / "results" / table)
         x, y = (t.drop(columns=[c for c in ("path",) if c in t]) for t in (x, y))
         pd.testing.assert_frame_equal(x, y, obj=table)
-    history = [read_tsv(w / "results/final/history.tsv").drop(columns="seconds") for w in (a, b)]
-    pd.testing.assert_frame_equal(*history)
-    assert json.loads((a / "results/final/metrics.json").read_text()) == json.loads(
-        (b / "results/final/metrics.json").read_text()
-    )
+
+
+def assert_same_data(a: Path, b: Path) -> None:
+    """The same tables and shards, and no temporary file left behind."""
+    assert_same_tables(a, b, DATA_TABLES)
     shards = sorted((b / "results/data/shards").glob("shard-*.h5"))
     assert [s.name for s in sorted((a / "results/data/shards").glob("shard-*.h5"))] == [
         s.name for s in shards
@@ -78,18 +79,38 @@ def assert_same_results(a: Path, b: Path) -> None:
     assert not list((a / "results").rglob("*.part")), "a temporary file was left behind"
 
 
+def assert_same_results(a: Path, b: Path) -> None:
+    assert_same_data(a, b)
+    assert_same_tables(a, b, ("final/predictions.tsv", "final/per_class.tsv"))
+    history = [read_tsv(w / "results/final/history.tsv").drop(columns="seconds") for w in (a, b)]
+    pd.testing.assert_frame_equal(*history)
+    assert json.loads((a / "results/final/metrics.json").read_text()) == json.loads(
+        (b / "results/final/metrics.json").read_text()
+    )
+
+
 def test_killed_during_extraction(short_run, tmp_path):
     workdir = prepared(tmp_path)
     shards = workdir / "results/data/shards"
-    kill_when(workdir, lambda: shards.is_dir() and any(shards.glob(".shard-*.h5.part")))
+    kill_when(workdir, lambda: shards.is_dir() and any(shards.glob(".shard-*.h5.part")), *DATA)
     done = sorted(shards.glob("shard-*.h5"))
     assert len(done) < 4  # the kill came before extraction finished
-    rerun(workdir)
-    assert_same_results(workdir, short_run)
+    rerun(workdir, *DATA)
+    assert_same_data(workdir, short_run)
+
+
+def with_data_of(run: Path, folder: Path) -> Path:
+    """A copy of ``run`` up to its data stage: its files, times and snakemake's
+    records, without what training and evaluation made."""
+    workdir = folder / "wf"
+    shutil.copytree(run, workdir, symlinks=True)
+    for made in ("results/final", "logs/train", ".snakemake/locks", ".snakemake/incomplete"):
+        shutil.rmtree(workdir / made, ignore_errors=True)
+    return workdir
 
 
 def test_killed_during_training(short_run, tmp_path):
-    workdir = prepared(tmp_path)
+    workdir = with_data_of(short_run, tmp_path)
     meta = workdir / "results/final/work/full/backup/training_metadata.json"
 
     def one_epoch_saved():
