@@ -14,6 +14,7 @@ rule compare_backbone:
     output:
         history="results/compare/{backbone}/{head}/history.tsv",
         metrics="results/compare/{backbone}/{head}/metrics.json",
+        predictions="results/compare/{backbone}/{head}/predictions.tsv",
     log:
         "logs/compare/{backbone}/{head}.log",
     benchmark:
@@ -44,6 +45,7 @@ rule compare_summary:
     input:
         metrics=expand("results/compare/{model}/metrics.json", model=compared_models()),
         histories=expand("results/compare/{model}/history.tsv", model=compared_models()),
+        predictions=expand("results/compare/{model}/predictions.tsv", model=compared_models()),
     output:
         table=report(
             "results/compare/summary.tsv",
@@ -58,6 +60,13 @@ rule compare_summary:
             category="Backbone comparison",
             subcategory="Tables",
             labels={"table": "backbone comparison (Markdown)", "split": "val, test"},
+        ),
+        pairs=report(
+            "results/compare/pairs.tsv",
+            caption="../report/compare_pairs.rst",
+            category="Backbone comparison",
+            subcategory="Tables",
+            labels={"table": "paired comparisons on the same test clips", "split": "test"},
         ),
         curves=report(
             "results/compare/figures/accuracy_per_epoch.png",

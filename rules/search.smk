@@ -118,6 +118,7 @@ rule search_grid:
 checkpoint best_lr:
     input:
         searches=search_tables,
+        split="results/data/split.tsv",
     output:
         report(
             "results/search/best_lr.json",

@@ -23,6 +23,7 @@ with logged_with_progress(sm.log[0]):
         train_fraction=sm.params.compare["train_fraction"],
         out_history=sm.output.history,
         out_metrics=sm.output.metrics,
+        out_predictions=sm.output.predictions,
         work_dir=sm.params.work_dir,
         split_method=split_method,
         seed=sm.params.seed,

@@ -1,6 +1,7 @@
 """Figures of the final model's evaluation (rule figures)."""
 
 from actionrec import figures
+from actionrec.intervals import mistakes_by_group
 from actionrec.scores import confused_pairs, confusion
 from actionrec.manifest import read_classes
 from actionrec.logs import logged
@@ -17,3 +18,4 @@ with logged(sm.log[0]):
     figures.confusion_matrix(cm, names, sm.output.confusion)
     figures.confused_pairs(pairs, sm.output.pairs)
     write_tsv(pairs, sm.output.pairs_table)
+    write_tsv(mistakes_by_group(predictions), sm.output.mistakes)

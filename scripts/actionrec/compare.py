@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from .catalog import backbone_key
-from .tables import read_tsv
+from .intervals import score_intervals
+from .tables import read_tsv, write_tsv
 
 if TYPE_CHECKING:
     from .pipeline import Data
@@ -133,9 +134,26 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def scores_on_test(model, data: Data) -> dict:
-    """The trained model on the test split: accuracy, macro F1, clips a second
-    (timed after one batch traces the model), its size and FLOPs."""
+def clip_correctness(clips: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
+    """Per test clip: its source video, true and predicted label and whether
+    it is right; what pairs two compared models on the same clips."""
+    pred = probs.argmax(axis=1)
+    return pd.DataFrame(
+        {
+            "clip_id": clips["clip_id"].to_numpy(),
+            "group": clips["group"].to_numpy() if "group" in clips else "",
+            "label": clips["label"].to_numpy(),
+            "predicted": pred,
+            "correct": pred == clips["label"].to_numpy(),
+        }
+    )
+
+
+def scores_on_test(model, data: Data, out_predictions: str | os.PathLike | None = None) -> dict:
+    """The trained model on the test split: accuracy and macro F1 with their
+    95% intervals over source videos, clips a second (timed after one batch
+    traces the model), its size and FLOPs. ``out_predictions``: where to write
+    each clip's correctness (:func:`clip_correctness`)."""
     from sklearn.metrics import f1_score
 
     from .evaluate import predict_split
@@ -147,11 +165,14 @@ def scores_on_test(model, data: Data) -> dict:
     clips, probs = predict_split(model, data, "test", 8)
     inference = len(clips) / (time.perf_counter() - start)
     true, pred = clips["label"].to_numpy(), probs.argmax(axis=1)
+    if out_predictions is not None:
+        write_tsv(clip_correctness(clips, probs), out_predictions)
     backbone = backbone_of(model)
     flops = flops_per_clip(backbone, frames)
     return {
         "test_accuracy": round(float((true == pred).mean()), 4),
         "test_macro_f1": round(float(f1_score(true, pred, average="macro", zero_division=0.0)), 4),
+        **score_intervals(true, pred, clips.get("group"), prefix="test_"),
         "parameters": int(model.count_params()),
         "backbone_parameters": int(backbone.count_params()),
         "backbone_input": "clip" if is_clip_backbone(backbone) else "frame",
@@ -174,6 +195,7 @@ def compare_backbone(
     out_metrics: str | os.PathLike,
     work_dir: str | os.PathLike,
     split_method: str,
+    out_predictions: str | os.PathLike | None = None,
     seed: int,
     pretrain_history: str | os.PathLike | None = None,
     threads: int | None = None,
@@ -182,7 +204,8 @@ def compare_backbone(
     set by the caller) for ``epochs`` epochs per stage (without fine-tuning
     unless ``finetune``), best weights kept, then measure it on the test
     split. ``pretrain_history``: the history of the backbone's pretraining
-    in this run, whose epochs then tell its training speed."""
+    in this run, whose epochs then tell its training speed. ``out_predictions``:
+    each test clip's correctness, for the paired comparison of models."""
     from .train import TrainConfig, train
 
     stage2 = train_section.get("finetune", {}) if finetune else {"blocks": 0}
@@ -209,7 +232,7 @@ def compare_backbone(
         "epochs": int(len(history)),
         "best_epoch": int(kept["epoch"]),
         "val_accuracy": round(float(kept["val_accuracy"]), 4),
-        **scores_on_test(model, data),
+        **scores_on_test(model, data, out_predictions),
         "feature_seconds_per_clip": cache_seconds_per_clip(data),
         "backbone_training": training,
         # The first epoch includes tracing the model: the mean is over the others when any.

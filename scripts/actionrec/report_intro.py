@@ -30,12 +30,25 @@ def leak_check(metrics: dict, leakage: dict) -> str:
     return f"{verdict} ({line})"
 
 
+def with_interval(metrics: dict, key: str) -> str:
+    """A score and, where metrics.json has one, its 95% interval over source
+    videos (or why there is none)."""
+    value = f"{metrics[key]:.4f}"
+    interval = metrics.get("interval")
+    if interval is None:
+        return value
+    if f"{key}_ci" not in metrics:
+        return f"{value} (no interval: {interval.get('reason', 'not computed')})"
+    low, high = metrics[f"{key}_ci"]
+    return f"{value} (95% interval {low:.4f} to {high:.4f} over {interval['groups']} source videos)"
+
+
 def headline(metrics: dict, leakage: dict) -> dict[str, str]:
     """The headline labels from metrics.json and leakage.json. Every value is a
     string: the report's tables hide a label of 0 and cannot sort numbers."""
     return {
-        "test accuracy": f"{metrics['accuracy']:.4f}",
-        "macro F1": f"{metrics['macro_f1']:.4f}",
+        "test accuracy": with_interval(metrics, "accuracy"),
+        "macro F1": with_interval(metrics, "macro_f1"),
         "split method": str(metrics["split_method"]),
         "leak check": leak_check(metrics, leakage),
         "test clips": str(metrics["test_clips"]),

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
+from .intervals import mistakes_summary, score_intervals
+
 
 def format_top(probs: np.ndarray, names: list[str], k: int) -> str:
     """The ``k`` most probable classes as ``Class=0.812;Other=0.101``."""
@@ -18,7 +20,8 @@ def format_top(probs: np.ndarray, names: list[str], k: int) -> str:
 def prediction_table(
     clips: pd.DataFrame, probs: np.ndarray, names: list[str], top: int = 5
 ) -> pd.DataFrame:
-    """One row per clip: true and predicted class, its probability, top-k."""
+    """One row per clip: its source video (``group``, when ``clips`` has
+    one), true and predicted class, its probability, top-k."""
     pred = probs.argmax(axis=1)
     labels = clips["label"].to_numpy()
     k = min(top, len(names))
@@ -26,6 +29,7 @@ def prediction_table(
     return pd.DataFrame(
         {
             "clip_id": clips["clip_id"].to_numpy(),
+            **({"group": clips["group"].to_numpy()} if "group" in clips else {}),
             "true": [names[i] for i in labels],
             "predicted": [names[i] for i in pred],
             "correct": pred == labels,
@@ -79,7 +83,12 @@ def confused_pairs(cm: np.ndarray, names: list[str], top: int = 15) -> pd.DataFr
 def summary_metrics(
     predictions: pd.DataFrame, true: np.ndarray, pred: np.ndarray, split_info: dict
 ) -> dict:
+    """metrics.json's numbers. With the clips' source videos (``predictions``'
+    ``group`` column), 95% intervals of accuracy, macro F1 and top-k accuracy
+    from a bootstrap over them, and how the mistakes spread over them."""
     top_col = next(c for c in predictions if c.startswith("in_top"))
+    top_name = top_col.replace("in_", "") + "_accuracy"
+    groups = predictions["group"].to_numpy() if "group" in predictions else None
     estimate = (split_info.get("audit") or {}).get("test", {}).get("estimated_leakage")
     return {
         "split_method": split_info.get("method"),
@@ -95,7 +104,9 @@ def summary_metrics(
         ),
         "test_clips": int(len(true)),
         "accuracy": round(float((true == pred).mean()), 4),
-        top_col.replace("in_", "") + "_accuracy": round(float(predictions[top_col].mean()), 4),
+        top_name: round(float(predictions[top_col].mean()), 4),
         "macro_f1": round(float(f1_score(true, pred, average="macro", zero_division=0.0)), 4),
         "weighted_f1": round(float(f1_score(true, pred, average="weighted", zero_division=0.0)), 4),
+        **score_intervals(true, pred, groups, {top_name: predictions[top_col].to_numpy()}),
+        **({"mistakes": mistakes_summary(predictions)} if groups is not None else {}),
     }

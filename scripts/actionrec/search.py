@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .intervals import group_codes
 from .provenance import read_json_state, write_json_atomic
 from .settings import with_defaults
 from .tables import read_tsv, write_tsv
@@ -214,6 +215,79 @@ def choose(tables: dict[str, pd.DataFrame]) -> dict:
         "trial": int(row["trial"]),
         "trials": {name: len(t) for name, t in tables.items()},
         "scored_on": "val",
+    }
+
+
+# How many of the best trials the noise check compares, and the z of a 95% interval.
+NOISE_TRIALS = 3
+Z95 = 1.96
+
+
+def validation_noise(tables: dict[str, pd.DataFrame], val_groups, best: int = NOISE_TRIALS) -> dict:
+    """How far apart the ``best`` trials (lowest val loss, over every search)
+    are, against the noise of the val split they were scored on.
+
+    A trial keeps no per-clip results, so the noise is the standard error of
+    a val accuracy p: sqrt(p(1-p)/n) with n the val clips if clips were
+    independent, and with n the val source videos (``val_groups``: one entry
+    per val clip) if a video's clips are right or wrong together, as they
+    largely are. The latter, the larger, is the one used: two trials' val
+    accuracies differ by chance by up to 1.96 x sqrt(2) of it (95%). p is
+    the best trials' mean accuracy, shrunk as (x + 2) / (n + 4) so that a
+    perfect or a zero score does not give a noise of 0."""
+    rows = [
+        {"search": name, **row}
+        for name, table in tables.items()
+        for row in table.to_dict("records")
+        if math.isfinite(float(row["val_loss"]))
+    ]
+    rows.sort(key=lambda r: (float(r["val_loss"]), -float(r["val_accuracy"]), float(r["lr"])))
+    top = rows[:best]
+    clips = len(val_groups)
+    videos = int(group_codes(val_groups, clips).max() + 1)
+    accuracy = np.array([float(r["val_accuracy"]) for r in top])
+
+    def se(n: int) -> float:
+        p = (accuracy.mean() * n + 2) / (n + 4)
+        return float(np.sqrt(p * (1 - p) / n))
+
+    margin = Z95 * np.sqrt(2) * se(videos)
+    spread = float(accuracy.max() - accuracy.min())
+    within = spread < margin
+    rates = ", ".join(f"{float(r['lr']):.3g}" for r in top)
+    if len(top) < 2:
+        sentence = "Only one trial finished: there is nothing to compare it with."
+    elif within:
+        sentence = (
+            f"The best {len(top)} rates ({rates}) are within the validation noise: their val "
+            f"accuracies span {spread:.3f}, less than the {margin:.3f} by which two accuracies "
+            f"on these {videos} val source videos differ by chance (95%)."
+        )
+    else:
+        sentence = (
+            f"The best {len(top)} rates ({rates}) are not all within the validation noise: "
+            f"their val accuracies span {spread:.3f}, more than the {margin:.3f} by which two "
+            f"accuracies on these {videos} val source videos differ by chance (95%)."
+        )
+    return {
+        "val_clips": clips,
+        "val_groups": videos,
+        "accuracy_se": round(se(videos), 4),
+        "accuracy_se_clips": round(se(clips), 4),
+        "chance_difference": round(float(margin), 4),
+        "best": [
+            {
+                "lr": float(r["lr"]),
+                "search": r["search"],
+                "val_loss": float(r["val_loss"]),
+                "val_accuracy": float(r["val_accuracy"]),
+            }
+            for r in top
+        ],
+        "accuracy_spread": round(spread, 4),
+        "spread_in_se": round(spread / se(videos), 2),
+        "within_noise": bool(within and len(top) > 1),
+        "sentence": sentence,
     }
 
 
