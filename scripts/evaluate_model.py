@@ -25,4 +25,5 @@ with logged(sm.log[0]):
         batch_size=sm.params.batch_size,
         views=sm.params.views,
         crops=sm.params.crops,
+        calibration=sm.input.calibration,
     )

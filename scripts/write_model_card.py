@@ -16,4 +16,5 @@ with logged(sm.log[0]):
         config=sm.params.config,
         best_lr_json=best_lr,
         robustness_json=sm.input.robustness[0] if sm.input.robustness else None,
+        openset_json=sm.input.openset[0] if sm.input.openset else None,
     )

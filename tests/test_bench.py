@@ -140,3 +140,23 @@ def test_the_clip_backbones_benchmark_runs(tiny_data, tmp_path):
     i3d = next(line for line in backbones.splitlines() if line.startswith("| I3D"))
     cells = [cell.strip() for cell in i3d.strip("|").split("|")]
     assert cells[2:5] == ["6", "32", "3"] and "video-pretrained" in cells[-1]  # T, S, T'
+
+
+def test_the_openset_benchmark_runs(tiny_data, tmp_path):
+    from actionrec.synthetic import render_dataset
+
+    other = tmp_path / "other"
+    small = {"min_frames": 6, "max_frames": 12, "width": 64, "height": 48}
+    render_dataset(other, seed=1, classes=["Bounce", "Swing"], groups=2, clips_per_group=1, **small)
+    out = on_tiny_clips(
+        "openset.py",
+        tiny_data,
+        tmp_path,
+        *("--unknown", str(other), "--i3d", str(make_clip_backbone_file(tmp_path / "clip.keras"))),
+        *("--i3d-frames", "4", "--seeds", "2", "--limit", "4"),
+        *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    for needed in ("ECE before", "probability AUROC", "distance FPR95", "| Lite0", "| I3D"):
+        assert needed in table

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .calibration import evaluation_report, mean_scaled, read_calibration, rejector
 from .scores import per_class_table, prediction_table, summary_metrics
 from .tables import write_tsv
 
@@ -24,6 +25,16 @@ log = logging.getLogger(__name__)
 
 
 def predict_split(
+    model, data: Data, split: str, batch_size: int = 8, **options
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The clips of one split (split.tsv order) and the model's probabilities,
+    averaged over ``views`` temporal views x ``crops`` spatial crops.
+    ``options``: :func:`split_views`'s (views, crops, features, transform)."""
+    clips, outputs = split_views(model, data, split, batch_size, **options)
+    return clips, outputs[0].mean(axis=1)
+
+
+def split_views(
     model,
     data: Data,
     split: str,
@@ -33,13 +44,15 @@ def predict_split(
     crops: int = 1,
     features: bool = False,
     transform=None,
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """The clips of one split (split.tsv order) and the model's probabilities,
-    averaged over ``views`` temporal views x ``crops`` spatial crops (see
-    :func:`.pipeline.view_offsets` and :data:`.pipeline.CROPS`). With
-    ``features``, ``model`` is a head and reads the cached features.
-    ``transform`` changes every clip's frames before its views and crops are
-    taken (:data:`.pipeline.Transform`; the robustness evaluation's corruptions)."""
+) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """The clips of one split (split.tsv order) and each of the model's
+    outputs for every one of ``views`` temporal views x ``crops`` spatial
+    crops apart: [n, views x crops, width] (see :func:`.pipeline.view_offsets`
+    and :data:`.pipeline.CROPS`; a calibration scales each view's
+    probabilities before they are averaged). With ``features``, ``model`` is
+    a head and reads the cached features. ``transform`` changes every clip's
+    frames before its views and crops are taken (:data:`.pipeline.Transform`;
+    the robustness evaluation's corruptions)."""
     import tensorflow as tf
 
     from .pipeline import CROPS, clip_table, make_dataset, shard_layout, view_offsets
@@ -60,8 +73,11 @@ def predict_split(
         features=features,
         transform=transform,
     ).map(lambda x, y: tf.reshape(x, [-1, *x.shape[2:]]))
-    probs = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
-    return clips, probs.reshape(len(clips), views * crops, -1).mean(axis=1)
+    out = model.predict(ds, verbose=0)
+    outputs = out if isinstance(out, list | tuple) else [out]
+    return clips, [
+        np.asarray(x, dtype=np.float64).reshape(len(clips), views * crops, -1) for x in outputs
+    ]
 
 
 def evaluate(
@@ -77,13 +93,26 @@ def evaluate(
     batch_size: int = 8,
     views: int = 1,
     crops: int = 1,
+    calibration: str | os.PathLike | None = None,
 ) -> dict:
     """Classify the test split with the saved model, each clip's scores the
-    mean over ``views`` x ``crops``, and write the three tables."""
+    mean over ``views`` x ``crops``, and write the three tables. With a
+    ``calibration`` file (calibration.json), the probabilities are the
+    calibrated ones, and metrics.json has the calibration's NLL and ECE
+    before and after and the share of test clips rejected as unknown."""
     import keras
 
+    from .temperature import with_features
+
     model = keras.saving.load_model(model_path)
-    clips, probs = predict_split(model, data, "test", batch_size, views=views, crops=crops)
+    fitted = read_calibration(model_path, calibration) if calibration else None
+    if fitted is None:
+        clips, probs = predict_split(model, data, "test", batch_size, views=views, crops=crops)
+    else:
+        clips, (raw, features) = split_views(
+            with_features(model), data, "test", batch_size, views=views, crops=crops
+        )
+        probs = mean_scaled(raw, fitted["temperature"])
     log.info("classified %d test clips (%d views x %d crops each)", len(clips), views, crops)
     predictions = prediction_table(clips, probs, names, top)
     true = clips["label"].to_numpy()
@@ -91,6 +120,13 @@ def evaluate(
     metrics = summary_metrics(predictions, true, pred, split_info)
     # What one score is: a clip's, averaged over these views.
     metrics.update(level="clip", views=views, crops=crops, testing=f"{views} views x {crops} crops")
+    if fitted is not None:
+        metrics.update(evaluation_report(raw, features, true, fitted))
+        # The verdict predict would give each clip: below the threshold, unknown.
+        rejection = rejector(fitted)
+        scores = rejection.score(probs, features.mean(axis=1))
+        predictions["score"] = np.round(scores, 6)
+        predictions["unknown"] = scores < rejection.threshold
     write_tsv(predictions, out_predictions)
     write_tsv(per_class_table(true, pred, names), out_per_class)
     with open(out_metrics, "w", encoding="utf-8") as f:

@@ -4,7 +4,9 @@ Serving), LiteRT (TFLite), ONNX and OpenVINO, each checked against the
 
 Every exported model takes what the ``.keras`` model takes, raw uint8 clips
 ``[batch, T, S, S, 3]``, and returns class probabilities: the preprocessing
-is inside, so no outside code is needed to use one.
+is inside, so no outside code is needed to use one. A model with a
+calibration.json beside it is exported calibrated: its temperature is a layer
+of the exported graph (the rejection threshold stays in calibration.json).
 """
 
 from __future__ import annotations

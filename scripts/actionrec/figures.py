@@ -293,3 +293,72 @@ def robustness_heatmap(
     )
     fig.colorbar(image, ax=ax, label="accuracy")
     _save(fig, path)
+
+
+def reliability_diagram(calibration: dict, path: str | os.PathLike) -> None:
+    """Accuracy against confidence in equal-width bins, before and after
+    temperature scaling, beside the diagonal of a perfectly calibrated
+    model; bars as wide as their bin, the ECE in each panel's title."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
+    for ax, when in zip(axes, ("before", "after"), strict=True):
+        bins = [b for b in calibration[f"reliability_{when}"] if b["clips"]]
+        lo = np.array([b["lo"] for b in bins])
+        width = np.array([b["hi"] - b["lo"] for b in bins])
+        acc = np.array([b["accuracy"] for b in bins])
+        conf = np.array([b["confidence"] for b in bins])
+        ax.bar(
+            lo, acc, width=width, align="edge", color="#4c72b0", edgecolor="white", label="accuracy"
+        )
+        ax.bar(
+            lo,
+            conf - acc,
+            bottom=acc,
+            width=width,
+            align="edge",
+            color="#dd8452",
+            alpha=0.5,
+            label="gap to confidence",
+        )
+        ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="calibrated")
+        title = (
+            "before calibration"
+            if when == "before"
+            else (f"after calibration (T = {calibration['temperature']:.3g})")
+        )
+        ax.set_title(
+            f"{title}\nECE {calibration[f'test_ece_{when}']:.4f}, "
+            f"NLL {calibration[f'test_nll_{when}']:.4f}"
+        )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top probability)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy on the test split")
+    axes[1].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Reliability diagram, {calibration['bins']} bins (test split)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def openset_scores(scores: dict, summary: dict, path: str | os.PathLike) -> None:
+    """Histograms of each rejection score for known (test) and unknown
+    clips, the threshold as a line, AUROC and FPR at 95% TPR in the title."""
+    kinds = list(summary["scores"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8))
+    for ax, kind in zip(np.atleast_1d(axes), kinds, strict=True):
+        known, unknown = scores["known"][kind], scores["unknown"][kind]
+        edges = np.histogram_bin_edges(np.r_[known, unknown], bins=20)
+        ax.hist(known, bins=edges, alpha=0.6, density=True, label=f"known ({len(known)})")
+        ax.hist(unknown, bins=edges, alpha=0.6, density=True, label=f"unknown ({len(unknown)})")
+        figures = summary["scores"][kind]
+        ax.axvline(figures["threshold"], color="black", linestyle="--", label="threshold")
+        chosen = " (used)" if kind == summary["chosen_score"] else ""
+        ax.set_title(
+            f"{kind}{chosen}\nAUROC {figures['auroc']:.3f}, "
+            f"FPR@95TPR {figures['fpr_at_95_tpr']:.3f}"
+        )
+        ax.set_xlabel(f"{kind} score (higher: more like a trained action)")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

@@ -265,6 +265,8 @@ def load_model_file(path: str | Path, what: str, fix: str) -> keras.Model:
     that carries Python code (a Lambda layer) is refused rather than run.
     Any file that does not load gives a ValueError naming it as ``what``,
     what is wrong with it, and ``fix``."""
+    from . import temperature  # noqa: F401 - registers the calibration's layer
+
     path = Path(path)
     problem = _archive_problem(path)
     if problem:

@@ -156,6 +156,7 @@ def write_model_card(
     best_lr_json: str | os.PathLike | None = None,
     robustness_json: str | os.PathLike | None = None,
     shown: int = 5,
+    openset_json: str | os.PathLike | None = None,
 ) -> str:
     with open(metrics_json, encoding="utf-8") as f:
         metrics = json.load(f)
@@ -175,6 +176,7 @@ def write_model_card(
 
 {_training_section(read_tsv(history_tsv), config, best_lr_json)}
 {_results_section(metrics, read_tsv(per_class_tsv), shown)}
+{_calibration_section(metrics, openset_json)}
 ## Limitations
 - Numbers hold for this split method only: a `random` split lets clips of one source video
   sit on both sides and overstates accuracy.
@@ -227,15 +229,17 @@ def _training_section(history, config: dict, best_lr_json) -> str:
             f"`lr: auto`, chosen by the {chosen['search']} search: val loss "
             f"{chosen['val_loss']:.4f} after {config['search']['epochs']} epoch(s)"
         )
+        noise = chosen.get("val_noise", {}).get("sentence")
     else:
-        lr, lr_source = train["lr"], "fixed in the config"
+        lr, lr_source, noise = train["lr"], "fixed in the config", None
     weights = "on" if train["class_weights"] else "off"
+    noise_line = f"- Learning-rate search: {noise}\n" if noise else ""
     return f"""## Training
 - Adam, learning rate {lr:.4g} ({lr_source});
   batch size {train["batch_size"]}; early stopping on {monitor} with patience {
         train["patience"]
     }, best weights kept.
-{_stages(history, train, lr)}
+{noise_line}{_stages(history, train, lr)}
 - Loss `{train["loss"]}`, label smoothing {train.get("label_smoothing", 0.0):g}; class weights {
         weights
     };
@@ -256,12 +260,14 @@ def _results_section(metrics: dict, per_class, shown: int) -> str:
 Each clip scored once as the mean over {metrics.get("testing", "1 views x 1 crops")}
 (clip level).
 
-| metric | value |
-|---|---|
-| accuracy | {metrics["accuracy"]:.4f} |
-| {top_key.replace("_", " ")} | {metrics[top_key]:.4f} |
-| macro F1 | {metrics["macro_f1"]:.4f} |
-| weighted F1 | {metrics["weighted_f1"]:.4f} |
+| metric | value | 95% interval |
+|---|---|---|
+| accuracy | {metrics["accuracy"]:.4f} | {_ci(metrics, "accuracy")} |
+| {top_key.replace("_", " ")} | {metrics[top_key]:.4f} | {_ci(metrics, top_key)} |
+| macro F1 | {metrics["macro_f1"]:.4f} | {_ci(metrics, "macro_f1")} |
+| weighted F1 | {metrics["weighted_f1"]:.4f} | |
+
+{_uncertainty(metrics)}
 
 Best classes by F1:
 
@@ -271,6 +277,40 @@ Weakest classes by F1:
 
 {weak.to_markdown(index=False)}
 """
+
+
+def _ci(metrics: dict, key: str) -> str:
+    if f"{key}_ci" not in metrics:
+        return "-"
+    low, high = metrics[f"{key}_ci"]
+    return f"{low:.4f} - {high:.4f}"
+
+
+def _uncertainty(metrics: dict) -> str:
+    """How the intervals were drawn, and how the wrong clips spread over
+    source videos: one scene's mistakes or a pattern."""
+    interval = metrics.get("interval")
+    if interval is None:
+        return "- Intervals: not computed."
+    if interval.get("method") is None:
+        text = f"- Intervals: none ({interval['reason']})."
+    else:
+        text = (
+            f"- Intervals: {interval['level']:.0%} percentile intervals of a bootstrap over the "
+            f"test split's {interval['groups']} source videos (groups; {interval['resamples']} "
+            "resamples), whose clips are right or wrong together."
+        )
+        if "note" in interval:
+            text += f" Note: {interval['note']}."
+    mistakes = metrics.get("mistakes")
+    if mistakes and mistakes["wrong"]:
+        text += (
+            f"\n- Mistakes: {mistakes['wrong']} wrong clip(s) in {mistakes['groups']} of "
+            f"{mistakes['of_groups']} source videos; the most in one video: "
+            f"{mistakes['most_in_one_group']} (`{mistakes['worst_group']}`; "
+            "results/final/mistakes_by_video.tsv)."
+        )
+    return text
 
 
 def _robustness(robustness_json) -> str:
@@ -292,4 +332,49 @@ def _robustness(robustness_json) -> str:
         f"{', '.join(map(str, r['severities']))}): mPC {r['mPC']:.4f} against a clean accuracy of "
         f"{r['clean_accuracy']:.4f}, rPC {r['rPC']:.4f}. The conditions it copes with worst: "
         f"{worst}. The classes that lose most: {losing}.\n"
+    )
+
+
+def _calibration_section(metrics: dict, openset_json: str | os.PathLike | None) -> str:
+    """Calibration and rejection on the test split; the open-set figures
+    when unknown videos were given."""
+    calibration, rejection = metrics.get("calibration"), metrics.get("rejection")
+    if calibration is None:
+        return "## Calibration\n- Not calibrated: the probabilities are the softmax's as trained.\n"
+    text = f"""## Calibration and unknown actions
+- Temperature {calibration["temperature"]:.4g}, fitted on the validation split by negative
+  log-likelihood (the logits divided by T: no prediction changes); predict, the stream and every
+  exported format give the calibrated probabilities (figures/reliability.png).
+
+| test split | before | after |
+|---|---|---|
+| NLL | {calibration["test_nll_before"]:.4f} | {calibration["test_nll_after"]:.4f} |
+| ECE ({calibration["bins"]} bins) | {calibration["test_ece_before"]:.4f} | {
+        calibration["test_ece_after"]:.4f} |
+
+- Unknown below score `{rejection["score"]}` {rejection["threshold"]:.4g}, the threshold that
+  keeps {rejection["recall"]:.0%} of validation clips; it rejects {rejection["test_rejected"]:.1%}
+  of test clips (all of known actions).
+"""
+    if openset_json is None:
+        return text + "- Open-set figures: not measured (set evaluate.unknown_root).\n"
+    with open(openset_json, encoding="utf-8") as f:
+        openset = json.load(f)
+    rows = "\n".join(
+        f"| `{kind}` | {v['auroc']:.4f} | {v['fpr_at_95_tpr']:.4f} | {v['known_accepted']:.4f} | "
+        f"{v['unknown_rejected']:.4f} |"
+        for kind, v in openset["scores"].items()
+    )
+    return (
+        text
+        + f"""
+Open set: {openset["known"]["clips"]} test clips (known) against {openset["unknown"]["videos"]}
+videos of other actions (figures/openset_scores.png); open-set accuracy
+{openset["openset_accuracy"]:.4f} with `{openset["chosen_score"]}` (closed-set accuracy
+{openset["closed_set_accuracy"]:.4f}).
+
+| score | AUROC | FPR at 95% TPR | known accepted | unknown rejected |
+|---|---|---|---|---|
+{rows}
+"""
     )
