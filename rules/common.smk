@@ -77,6 +77,12 @@ def check_config():
             f"data.root: folder {root!r} does not exist; point it at a folder laid "
             "out as <root>/<Class>/<clip>.avi, or set it to null for the demo"
         )
+    unknown = config["evaluate"]["unknown_root"]
+    if unknown is not None and not Path(unknown).is_dir():
+        raise ValueError(
+            f"evaluate.unknown_root: folder {unknown!r} does not exist; point it at a folder "
+            "of videos of actions the model was not trained on, or set it to null"
+        )
     splits_dir = config["data"]["splits_dir"]
     if splits_dir is not None and not (Path(splits_dir) / "classInd.txt").is_file():
         raise ValueError(
@@ -395,6 +401,30 @@ def predict_listing(wildcards):
     return provenance.video_listing(predict_folder(wildcards), config["data"]["extensions"])
 
 
+def predict_timelines():
+    """results/predict/<name>/, a timeline per video, when predict.timeline is
+    enabled; else nothing."""
+    if config["predict"]["timeline"]["enabled"]:
+        return directory("results/predict/{name}")
+    return []
+
+
+def predict_timeline():
+    """The timeline settings the predict job reads: none when disabled, so that
+    they rerun nothing then."""
+    section = config["predict"]["timeline"]
+    return section if section["enabled"] else {"enabled": False}
+
+
+def predict_training_clips(wildcards):
+    """The extraction report, whose clips' median length is a timeline's window
+    when predict.timeline.window_seconds is null."""
+    section = config["predict"]["timeline"]
+    if section["enabled"] and section["window_seconds"] is None:
+        return "results/data/extract_report.tsv"
+    return []
+
+
 def grid_points(wildcards):
     """One file per grid point, named by the rate as %g prints it (0.0003, 1e-05)."""
     return [f"results/search/grid/lr-{float(lr):g}.json" for lr in config["search"]["grid"]]
@@ -485,6 +515,28 @@ def robustness_report(wildcards):
     return ["results/final/robustness.json"] if config["robustness"]["enabled"] else []
 
 
+def unknown_folder(wildcards):
+    """The folder of videos of other actions that results/final/openset.json reads."""
+    folder = Path(config["evaluate"]["unknown_root"])
+    if not folder.is_dir():
+        raise ValueError(
+            f"evaluate.unknown_root is {folder}, which is no folder; point it at a folder of "
+            "videos of actions the model was not trained on, or set it to null"
+        )
+    return str(folder)
+
+
+def unknown_listing(wildcards):
+    """The unknown videos by path, size and time: one added, removed or replaced
+    reruns the open-set figures."""
+    return provenance.video_listing(unknown_folder(wildcards), config["data"]["extensions"])
+
+
+def openset_report(wildcards):
+    """openset.json for the model card when evaluate.unknown_root is set."""
+    return ["results/final/openset.json"] if config["evaluate"]["unknown_root"] else []
+
+
 def final_targets():
     return [
         "results/data/extract_report.tsv",
@@ -496,6 +548,8 @@ def final_targets():
         "results/final/history.tsv",
         "results/final/metrics.json",
         "results/final/figures/per_class_f1.png",
+        "results/final/figures/reliability.png",
+        *openset_report(None),
         "results/final/model_card.md",
         "results/final/explain",
         *(["results/search/best_lr.json"] if config["search"]["methods"] else []),

@@ -2,9 +2,40 @@
 # and prediction on folders of new videos.
 
 
+rule calibrate:
+    input:
+        model="results/final/model.keras",
+        split="results/data/split.tsv",
+        classes="results/data/classes.txt",
+        shards=shard_files,
+    output:
+        "results/final/calibration.json",
+    log:
+        "logs/evaluate/calibrate.log",
+    benchmark:
+        "benchmarks/evaluate/calibrate.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
+    params:
+        batch_size=config["evaluate"]["batch_size"],
+        views=config["evaluate"]["views"],
+        crops=config["evaluate"]["crops"],
+        score=config["evaluate"]["reject_score"],
+        recall=config["evaluate"]["reject_recall"],
+        code=code_of("calibrate_model.py"),
+    script:
+        "../scripts/calibrate_model.py"
+
+
 rule evaluate:
     input:
         model="results/final/model.keras",
+        calibration="results/final/calibration.json",
         split="results/data/split.tsv",
         classes="results/data/classes.txt",
         split_info="results/data/leakage.json",
@@ -88,6 +119,13 @@ rule figures:
             labels={"figure": "most confused pairs", "split": "test"},
         ),
         pairs_table="results/final/confused_pairs.tsv",
+        mistakes=report(
+            "results/final/mistakes_by_video.tsv",
+            caption="../report/mistakes_by_video.rst",
+            category="Final model",
+            subcategory="Tables",
+            labels={"table": "test mistakes by source video", "split": "test"},
+        ),
     log:
         "logs/evaluate/figures.log",
     conda:
@@ -102,6 +140,80 @@ rule figures:
         "../scripts/make_figures.py"
 
 
+rule reliability:
+    input:
+        metrics="results/final/metrics.json",
+    output:
+        report(
+            "results/final/figures/reliability.png",
+            caption="../report/reliability.rst",
+            category="Final model",
+            subcategory="Calibration",
+            labels={"figure": "reliability diagram", "split": "test"},
+        ),
+    log:
+        "logs/evaluate/reliability.log",
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        code=code_of("draw_reliability.py"),
+    script:
+        "../scripts/draw_reliability.py"
+
+
+rule openset:
+    input:
+        model="results/final/model.keras",
+        calibration="results/final/calibration.json",
+        split="results/data/split.tsv",
+        classes="results/data/classes.txt",
+        shards=shard_files,
+        unknown=unknown_folder,
+    output:
+        summary=report(
+            "results/final/openset.json",
+            caption="../report/openset.rst",
+            category="Final model",
+            subcategory="Calibration",
+            labels={"table": "open-set rejection", "split": "test and unknown videos"},
+        ),
+        figure=report(
+            "results/final/figures/openset_scores.png",
+            caption="../report/openset.rst",
+            category="Final model",
+            subcategory="Calibration",
+            labels={"figure": "rejection scores of known and unknown clips", "split": "test"},
+        ),
+    log:
+        "logs/evaluate/openset.log",
+    benchmark:
+        "benchmarks/evaluate/openset.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpus"],
+    params:
+        batch_size=config["evaluate"]["batch_size"],
+        views=config["evaluate"]["views"],
+        crops=config["evaluate"]["crops"],
+        window_seconds=config["predict"]["window_seconds"],
+        per_segment=predict_per_segment(),
+        resize=config["extract"]["resize"],
+        ffmpeg=config["extract"]["ffmpeg"],
+        extensions=config["data"]["extensions"],
+        videos=unknown_listing,
+        code=code_of("evaluate_openset.py"),
+    script:
+        "../scripts/evaluate_openset.py"
+
+
 rule model_card:
     input:
         metrics="results/final/metrics.json",
@@ -111,6 +223,8 @@ rule model_card:
         leakage="results/data/leakage.json",
         lr=lr_report,
         robustness=robustness_report,
+        calibration="results/final/calibration.json",
+        openset=openset_report,
     output:
         report(
             "results/final/model_card.md",
@@ -137,10 +251,13 @@ rule model_card:
 rule predict:
     input:
         model="results/final/model.keras",
+        calibration="results/final/calibration.json",
         classes="results/data/classes.txt",
         videos=predict_folder,
+        clips=predict_training_clips,
     output:
-        "results/predict/{name}.tsv",
+        table="results/predict/{name}.tsv",
+        timelines=predict_timelines(),
     log:
         "logs/predict/{name}.log",
     conda:
@@ -159,6 +276,7 @@ rule predict:
         ffmpeg=config["extract"]["ffmpeg"],
         extensions=config["data"]["extensions"],
         videos=predict_listing,
+        timeline=predict_timeline(),
         code=code_of("predict_videos.py"),
     script:
         "../scripts/predict_videos.py"
@@ -167,6 +285,7 @@ rule predict:
 rule export:
     input:
         model="results/final/model.keras",
+        calibration="results/final/calibration.json",
         split="results/data/split.tsv",
         classes="results/data/classes.txt",
         shards=shard_files,

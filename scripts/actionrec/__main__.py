@@ -20,6 +20,7 @@ from . import __version__
 from .catalog import EXPORT_FORMATS
 from .logs import quiet_startup
 from .settings import defaults
+from .timeline import DEFAULT_MIN_DURATION, DEFAULT_STRIDE
 from .video import RESIZE_MODES
 
 EXAMPLES = {
@@ -27,7 +28,8 @@ EXAMPLES = {
   actionrec predict clips/ my_video.mp4 --model results/final/model.keras --top 5
   actionrec predict --stream /dev/video0                 # a webcam
   actionrec predict --stream rtsp://camera.local/live    # a network stream
-  actionrec predict --stream talk.mp4 --output steps.tsv # a file, at its own pace""",
+  actionrec predict --stream talk.mp4 --output steps.tsv # a file, at its own pace
+  actionrec predict --timeline match.mp4 --stride 1 --min-duration 2 --output timelines/""",
     "export": """example:
   actionrec export --model results/final/model.keras --out results/export/models""",
     "explain": """example:
@@ -138,6 +140,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--output", help="also write the results as a TSV file (its folders made when missing)"
+    )
+    when = p.add_argument_group("timelines: where in a video each action happens")
+    when.add_argument(
+        "--timeline",
+        action="store_true",
+        help="score windows at a stride and write each video's windows.tsv, segments.tsv, "
+        "segments.json and timeline.png into --output/<video name>/ (without --output: "
+        "<video>.timeline/ beside it); with --stream, into the --output folder when the "
+        "stream ends. --window-seconds defaults to the training clips' length",
+    )
+    when.add_argument(
+        "--stride",
+        type=bounded(float, 0, MAX_STEP_SECONDS, above=True),
+        metavar="SECONDS",
+        help="seconds between the starts of windows, more than 0 and at most "
+        f"{MAX_STEP_SECONDS:g} (default {DEFAULT_STRIDE:g}; with --stream, --step-seconds)",
+    )
+    when.add_argument(
+        "--min-duration",
+        type=bounded(float, 0, MAX_WINDOW_SECONDS),
+        metavar="SECONDS",
+        default=DEFAULT_MIN_DURATION,
+        help="seconds a segment lasts at least: a shorter run of one class joins its "
+        f"neighbour (default {DEFAULT_MIN_DURATION:g})",
     )
     live = p.add_argument_group("live video")
     live.add_argument(
@@ -266,6 +292,14 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
         help="how frames become square; use the extraction's setting (default crop)",
     )
     p.add_argument("--ffmpeg", help="ffmpeg binary (default: PATH, else imageio-ffmpeg's)")
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="ignore the calibration.json beside the model: its raw probabilities, and no "
+        "video is called unknown (by default the probabilities are calibrated, and predict "
+        "reports a video whose rejection score is below the calibration's threshold as "
+        "unknown, with its top classes and score)",
+    )
 
 
 def _print_row(row: dict) -> None:
@@ -273,6 +307,8 @@ def _print_row(row: dict) -> None:
         print(f"error: {row['video']}: {row['error']}", file=sys.stderr, flush=True)
         return
     print(f"{row['video']}  ({row['windows']} window(s), {row['frames']} frames)")
+    if row.get("unknown") is True:
+        print(f"  unknown: none of the trained actions (score {row['score']:.4f})")
     for rank, item in enumerate(row["top"].split(";"), 1):
         name, prob = item.rsplit("=", 1)
         print(f"  {rank}. {name:<30s} {float(prob):.4f}")
@@ -281,20 +317,31 @@ def _print_row(row: dict) -> None:
 
 def _print_step(row: dict) -> None:
     top = "  ".join(item.replace("=", " ") for item in row["top"].split(";"))
+    if row.get("unknown") is True:
+        top = f"unknown (score {row['score']:.4f})  {top}"
     print(f"{row['stream_seconds']:8.2f} s  {top}", flush=True)
 
 
 def _load(args):
-    """The model and its class names."""
+    """The model (calibrated unless --no-calibration) and its class names."""
+    from .clipmodel import load_model, num_classes
     from .manifest import read_classes
-    from .predict import default_classes, load_model
+    from .predict import default_classes
 
-    model = load_model(args.model)
-    n = int(model.output_shape[-1])
+    model = load_model(args.model, calibration=not args.no_calibration)
+    n = num_classes(model)
     names = read_classes(args.classes) if args.classes else default_classes(args.model, n)
     if len(names) != n:
         raise ValueError(f"{args.classes} names {len(names)} classes; the model has {n}")
     return model, names
+
+
+def _rejecting(model, args):
+    """(model, rejection) of the calibration beside --model: the model with
+    its features as a second output when the rejection's score needs them."""
+    from .clipmodel import with_rejection
+
+    return (model, None) if args.no_calibration else with_rejection(model, args.model)
 
 
 def _error(message: str) -> int:
@@ -362,6 +409,8 @@ def predict_command(args) -> int:
         )
     if bool(args.stream) == bool(args.videos):
         return _error("give video files or folders, or --stream SOURCE (one of the two)")
+    if args.timeline:
+        return timeline_command(args, per_segment)
     problem = args.output and _output_problem(args.output, "--output")
     if problem:
         return _error(problem)
@@ -371,21 +420,15 @@ def predict_command(args) -> int:
 
             check_source(args.stream, args.allow_scheme)
             model, names = _load(args)
+            model, rejection = _rejecting(model, args)
             table = classify_stream(
                 model,
                 args.stream,
                 names,
                 window_seconds=2.0 if args.window_seconds is None else args.window_seconds,
                 step_seconds=args.step_seconds,
-                top=args.top,
-                resize=args.resize,
-                realtime=not args.as_fast_as_possible,
-                timeout=args.timeout,
-                ffmpeg_exe=args.ffmpeg,
-                on_step=_print_step,
-                views=args.views,
-                per_segment=per_segment,
-                allow_schemes=args.allow_scheme,
+                rejection=rejection,
+                **_stream_options(args, per_segment),
             )
         else:
             from .manifest import read_classes
@@ -401,6 +444,7 @@ def predict_command(args) -> int:
                 on_result=_print_row,
                 views=args.views,
                 per_segment=per_segment,
+                calibration=not args.no_calibration,
             )
     except (FileNotFoundError, ValueError, BadVideo) as err:
         return _error(str(err))
@@ -412,6 +456,106 @@ def predict_command(args) -> int:
             return 1
         return 0
     return 1 if (table["status"] != "ok").any() else 0
+
+
+def _print_timeline(row: dict, segs) -> None:
+    if row["status"] != "ok":
+        print(f"error: {row['video']}: {row['error']}", file=sys.stderr, flush=True)
+        return
+    print(f"{row['video']}  ({row['windows']} window(s), {row['segments']} segment(s))")
+    for seg in segs.itertuples(index=False):
+        print(f"  {seg.start:9.2f} - {seg.end:9.2f} s  {seg[2]:<30s} {seg.score:.4f}")
+    print(f"  -> {row['folder']}", flush=True)
+
+
+def _print_progress(line: str) -> None:
+    from .predict import printable
+
+    print(printable(line), file=sys.stderr, flush=True)
+
+
+def timeline_command(args, per_segment: int) -> int:
+    """predict --timeline: a timeline per video file, or of the stream."""
+    from .video import BadVideo
+
+    if args.stream and not args.output:
+        return _error("--stream with --timeline needs --output, the folder of the timeline")
+    problem = args.output and _output_problem(args.output, "--output", folder=True)
+    if problem:
+        return _error(problem)
+    try:
+        if args.stream:
+            return _stream_timeline(args, per_segment)
+        from .manifest import read_classes
+        from .predict import find_videos
+        from .timeline import timeline_folders, timelines
+
+        videos = find_videos(args.videos, args.extensions)
+        table = timelines(
+            args.model,
+            videos,
+            timeline_folders(videos, args.output),
+            classes=read_classes(args.classes) if args.classes else None,
+            window_seconds=args.window_seconds,
+            stride=args.stride or DEFAULT_STRIDE,
+            min_duration=args.min_duration,
+            views=args.views,
+            per_segment=per_segment,
+            top=args.top,
+            calibration=not args.no_calibration,
+            resize=args.resize,
+            ffmpeg_exe=args.ffmpeg,
+            on_result=_print_timeline,
+            on_progress=_print_progress,
+        )
+    except (FileNotFoundError, ValueError, BadVideo, OSError) as err:
+        return _error(str(err))
+    return 1 if (table["status"] != "ok").any() else 0
+
+
+def _stream_options(args, per_segment: int) -> dict:
+    """The options of classify_stream that the steps and a timeline share."""
+    return {
+        "top": args.top,
+        "resize": args.resize,
+        "realtime": not args.as_fast_as_possible,
+        "timeout": args.timeout,
+        "ffmpeg_exe": args.ffmpeg,
+        "on_step": _print_step,
+        "views": args.views,
+        "per_segment": per_segment,
+        "allow_schemes": args.allow_scheme,
+    }
+
+
+def _stream_timeline(args, per_segment: int) -> int:
+    from .stream import check_source, classify_stream
+    from .timeline import Timeline, window_length, write_timeline
+
+    check_source(args.stream, args.allow_scheme)
+    model, names = _load(args)
+    model, rejection = _rejecting(model, args)
+    window = window_length(args.model, args.window_seconds)
+    stride = args.stride or args.step_seconds
+    line = Timeline(
+        args.stream, names, window, stride, threshold=getattr(rejection, "threshold", None)
+    )
+    table = classify_stream(
+        model,
+        args.stream,
+        names,
+        window_seconds=window,
+        step_seconds=stride,
+        rejection=rejection,
+        on_window=line.add,
+        **_stream_options(args, per_segment),
+    )
+    segs = write_timeline(line, args.output, min_duration=args.min_duration, top=args.top)
+    print(f"{len(line.starts)} window(s), {len(segs)} segment(s) -> {args.output}")
+    if "error" in table.attrs:
+        print(f"error: {args.stream}: {table.attrs['error']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def export_command(args) -> int:

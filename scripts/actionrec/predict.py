@@ -8,6 +8,12 @@ frames a segment (K = V unless given), and the V views that evaluation takes
 of a stored clip are averaged. A
 video no longer than one window is classified exactly like an extracted
 clip. Only one window is decoded into memory at a time.
+
+A calibrated model (calibration.json beside it) gives calibrated
+probabilities, and a video whose rejection score, the frame-weighted mean of
+its windows' scores, is below the threshold chosen on the validation split
+is reported as ``unknown``: none of the trained actions. The top classes and
+the score are still given.
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ import pandas as pd
 from .scores import format_top
 from .settings import defaults
 from .manifest import read_classes
-from .clipmodel import load_model, model_geometry
+from .clipmodel import load_rejecting, model_geometry, num_classes
 from .video import BadVideo, find_ffmpeg, windows
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["video", "status", "windows", "frames", "predicted", "probability", "top", "error"]
+# With a rejection: the score, and whether it is below the threshold (the
+# top class is then in ``top``, ``predicted`` says unknown).
+REJECTION_COLUMNS = ["score", "unknown"]
+UNKNOWN = "unknown"
 
 
 class Window(NamedTuple):
@@ -97,7 +107,15 @@ def default_classes(model_path: str | os.PathLike, num_classes: int) -> list[str
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def classify_video(
+def classify_video(model, path: str | os.PathLike, **options) -> tuple[np.ndarray, int, int]:
+    """Class probabilities of one video: (probabilities, windows, frames),
+    each window's the mean over ``views`` temporal views of its T x
+    ``per_segment`` sampled frames. ``options``: :func:`video_windows`'s."""
+    probs, n_windows, n_frames, _ = video_verdict(video_windows(model, path, **options))
+    return probs, n_windows, n_frames
+
+
+def video_windows(
     model,
     path: str | os.PathLike,
     *,
@@ -107,23 +125,34 @@ def classify_video(
     batch_size: int = 4,
     views: int = 1,
     per_segment: int | None = None,
-) -> tuple[np.ndarray, int, int]:
-    """Class probabilities of one video: (probabilities, windows, frames),
-    each window's the mean over ``views`` temporal views of its T x
-    ``per_segment`` sampled frames."""
+    rejection: Rejection | None = None,
+) -> list[Window]:
+    """The classified windows of one video (:func:`classify_windows`), each
+    window's ``info`` the frames it covers."""
     frames, size = model_geometry(model)
     per_segment = per_segment or views
     sampled = windows(
         path, frames * per_segment, size, window_seconds, resize=resize, ffmpeg_exe=ffmpeg_exe
     )
-    scored = list(
+    return list(
         classify_windows(
-            model, sampled, views=views, per_segment=per_segment, batch_size=batch_size
+            model,
+            sampled,
+            views=views,
+            per_segment=per_segment,
+            batch_size=batch_size,
+            rejection=rejection,
         )
     )
+
+
+def video_verdict(scored: list[Window]) -> tuple[np.ndarray, int, int, float]:
+    """(probabilities, windows, frames, score) of a video from its windows:
+    probabilities and score weighted by the frames each window covers."""
     w = np.asarray([window.info for window in scored], np.float64)
     probs = (np.stack([window.probs for window in scored]) * w[:, None]).sum(axis=0) / w.sum()
-    return probs, len(w), int(w.sum())
+    score = float(np.asarray([window.score for window in scored]) @ w / w.sum())
+    return probs, len(w), int(w.sum()), score
 
 
 def classify_windows(
@@ -203,26 +232,30 @@ def predict_videos(
     on_result=None,
     views: int = 1,
     per_segment: int | None = None,
+    calibration: bool = True,
 ) -> pd.DataFrame:
     """Classify every video; one that fails gets status ``failed`` and the
     reason, and the others are still classified. ``on_result`` is called
-    with each row as it is ready."""
+    with each row as it is ready. A model with a calibration beside it (and
+    ``calibration``) gives calibrated probabilities, and a table with the
+    rejection's score and verdict (:data:`REJECTION_COLUMNS`)."""
     if window_seconds <= 0:
         raise ValueError(f"window_seconds must be positive, not {window_seconds}")
     if views < 1:
         raise ValueError(f"views must be at least 1, not {views}")
-    model = load_model(model_path)
-    num_classes = int(model.output_shape[-1])
-    names = classes or default_classes(model_path, num_classes)
-    if len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names given for a model of {num_classes} classes")
+    model, rejection = load_rejecting(model_path, calibration=calibration)
+    classes_n = num_classes(model)
+    names = classes or default_classes(model_path, classes_n)
+    if len(names) != classes_n:
+        raise ValueError(f"{len(names)} class names given for a model of {classes_n} classes")
+    columns = COLUMNS + (REJECTION_COLUMNS if rejection is not None else [])
     exe = find_ffmpeg(ffmpeg_exe)
     rows = []
     for video in videos:
-        row = dict.fromkeys(COLUMNS, "")
+        row = dict.fromkeys(columns, "")
         row["video"] = printable(str(video))
         try:
-            probs, n_windows, n_frames = classify_video(
+            scored = video_windows(
                 model,
                 video,
                 window_seconds=window_seconds,
@@ -230,7 +263,9 @@ def predict_videos(
                 ffmpeg_exe=exe,
                 views=views,
                 per_segment=per_segment,
+                rejection=rejection,
             )
+            probs, n_windows, n_frames, score = video_verdict(scored)
         except BadVideo as err:
             row.update(status="failed", error=printable(str(err)))
         else:
@@ -241,9 +276,14 @@ def predict_videos(
                 frames=n_frames,
                 predicted=names[best],
                 probability=round(float(probs[best]), 6),
-                top=format_top(probs, names, min(top, num_classes)),
+                top=format_top(probs, names, min(top, classes_n)),
             )
+            if rejection is not None:
+                unknown = score < rejection.threshold
+                row.update(score=round(score, 6), unknown=bool(unknown))
+                if unknown:
+                    row["predicted"] = UNKNOWN
         rows.append(row)
         if on_result is not None:
             on_result(row)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=columns)

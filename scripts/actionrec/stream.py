@@ -6,7 +6,9 @@ through a pipe. The last ``window_seconds`` of frames are kept (every k-th
 of them when they would not fit in ``buffer_bytes``, so a source of any
 rate fits); every ``step_seconds`` the window is sampled to the model's T
 frames, the way extraction samples a clip, and classified. One line per
-step: the stream time and the top classes with their probabilities.
+step: the stream time and the top classes with their probabilities; with a
+``rejection`` (a calibrated model's), the step's score and ``unknown`` as its
+prediction when the score is below the threshold.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pandas as pd
 
-from .predict import classify_windows
+from .predict import UNKNOWN, Rejection, classify_windows
 from .scores import format_top
 from .video import (
     DEFAULT_BUFFER_BYTES,
@@ -36,6 +38,7 @@ from .video import (
 log = logging.getLogger(__name__)
 
 COLUMNS = ["step", "stream_seconds", "frames", "predicted", "probability", "top"]
+REJECTION_COLUMNS = ["score", "unknown"]
 
 # What cameras, encoders and streaming servers send on: read without asking.
 # Anything else ffmpeg can open (file://, tcp:// to any host and port,
@@ -121,6 +124,8 @@ def classify_stream(
     per_segment: int | None = None,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
     allow_schemes: Collection[str] = (),
+    rejection: Rejection | None = None,
+    on_window: Callable[..., None] | None = None,
 ) -> pd.DataFrame:
     """Classify ``source`` step by step until it ends or Ctrl-C; returns
     the steps (with ``attrs["error"]`` when the stream dropped). Raises
@@ -129,7 +134,11 @@ def classify_stream(
     and the reason. Each step's scores are the mean over ``views`` temporal
     views of the window, sampled to T x ``per_segment`` frames (as
     predict_videos). A URL is read only when :func:`check_source` accepts
-    it, with ``allow_schemes`` beside the camera's schemes."""
+    it, with ``allow_schemes`` beside the camera's schemes. With a
+    ``rejection``, each step also has its score, and ``unknown`` as its
+    prediction below the threshold. ``on_window`` gets each step's
+    probabilities, score, verdict, the seconds its frames start and end at
+    and its middle sampled frame: what a timeline of the stream keeps."""
     check_source(source, allow_schemes)
     if views < 1 or (per_segment is not None and per_segment < views):
         raise ValueError(f"views must be at least 1 and at most per_segment, not {views}")
@@ -149,6 +158,7 @@ def classify_stream(
     fps = stream.frame_rate()
     span = max(frames, round(window_seconds * fps))
     rows: list[dict] = []
+    columns = COLUMNS + (REJECTION_COLUMNS if rejection is not None else [])
     incoming = iter(stream)
     sampled = stream_windows(
         incoming,
@@ -158,21 +168,27 @@ def classify_stream(
         max(1, round(step_seconds * fps)),
         max_frames=buffer_bytes // (size * size * 3),
     )
+    middle: list[np.ndarray] = []
+    sampled = _noting_middle(sampled, middle)
     try:
-        for probs, n, *_ in classify_windows(
-            model, sampled, views=views, per_segment=per_segment, batch_size=1
+        for probs, n, score, unknown in classify_windows(
+            model, sampled, views=views, per_segment=per_segment, batch_size=1, rejection=rejection
         ):
+            if on_window is not None:
+                on_window(probs, score, unknown, max(0, n - span) / fps, n / fps, middle[0])
             best = int(probs.argmax())
             rows.append(
                 {
                     "step": len(rows) + 1,
                     "stream_seconds": round(n / fps, 2),
                     "frames": min(n, span),
-                    "predicted": names[best],
+                    "predicted": UNKNOWN if unknown else names[best],
                     "probability": round(float(probs[best]), 6),
                     "top": format_top(probs, names, min(top, len(names))),
                 }
             )
+            if rejection is not None:
+                rows[-1].update(score=round(score, 6), unknown=unknown)
             if on_step:
                 on_step(rows[-1])
     except KeyboardInterrupt:
@@ -180,12 +196,22 @@ def classify_stream(
         watchdog.stop()
         stream.stop()
         incoming.close()  # ffmpeg ends and its log is read
-        return pd.DataFrame(rows, columns=COLUMNS)
-    table = pd.DataFrame(rows, columns=COLUMNS)
+        return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
     ending = how_it_ended(stream, source, timeout)
     if ending:
         table.attrs["error"] = ending
     return table
+
+
+def _noting_middle(
+    sampled: Iterator[tuple[np.ndarray, int]], middle: list[np.ndarray]
+) -> Iterator[tuple[np.ndarray, int]]:
+    """The windows, each one's middle frame put in ``middle[0]`` as it
+    passes (classified one at a time, before the next is drawn)."""
+    for clip, n in sampled:
+        middle[:] = [clip[len(clip) // 2]]
+        yield clip, n
 
 
 def stream_windows(
