@@ -276,11 +276,13 @@ def score(head, features, clips, test, corruptions, args, classes, names) -> tup
     """The robustness stage's table and summary of one head on the test
     clips (its conditions in :func:`robustness.conditions` order), and each
     condition's per-clip correctness."""
-    order = iter(robustness.conditions(corruptions, args.severities))
+    clean, *corrupted = robustness.conditions(corruptions, args.severities)
+    order = iter(corrupted)
     part = clips.iloc[test].reset_index(drop=True)
 
     def predict(transform):
-        return part, probabilities(head, features[next(order)][test], classes)
+        condition = clean if transform is None else next(order)
+        return part, probabilities(head, features[condition][test], classes)
 
     true, table, predicted = robustness.classify_under(predict, corruptions, args.severities, 0)
     summary = robustness.summarise(table, true, predicted, names)

@@ -1,5 +1,6 @@
 import atexit
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -13,19 +14,51 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("UCF101_SAMPLE", REPO.parent / "shared/data/ucf101-sample"))
 
 
-# The suite runs on two workers (pyproject's addopts: -n 2 --dist loadgroup). A
-# session-scoped run is made once per worker that needs it, and tests that rerun
-# snakemake in it must not run at the same time, so every test that uses one of
-# these runs goes to that run's worker; the others keep their module together, so
-# that a module-scoped fixture is made once.
+# The suite runs on two workers (pyproject's addopts: -n 2 --dist loadscope). A
+# session-scoped workflow run is made once by each worker that needs it, and tests that
+# rerun snakemake in it must not run at the same time, so every test that uses one of
+# these runs goes to one worker; the other tests keep their module together, so that a
+# module-scoped fixture is made once. The workers, which collect the tests, write each
+# test's group to a file that the scheduler reads.
 SHARED_RUNS = ("tiny_run", "short_run")
+GROUPS_FILE = "ACTIONREC_TEST_GROUPS"
+
+
+def pytest_configure(config):
+    if GROUPS_FILE not in os.environ and not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tempfile.mkdtemp(prefix="actionrec-test-groups-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ[GROUPS_FILE] = os.path.join(folder, "groups.json")
 
 
 def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER") or GROUPS_FILE not in os.environ:
+        return
+    groups = {}
     for item in items:
         shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
-        group = shared[0] if shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        groups[item.nodeid] = shared[0] if shared else item.nodeid.split("::")[0]
+    path = Path(os.environ[GROUPS_FILE])
+    part = path.with_name(f"{path.name}.{os.environ['PYTEST_XDIST_WORKER']}")
+    part.write_text(json.dumps(groups))
+    part.replace(path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRuns(LoadScopeScheduling):
+        """xdist's loadscope, with the scope of a test from the workers' groups."""
+
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                path = Path(os.environ.get(GROUPS_FILE, "/nonexistent"))
+                self.groups = json.loads(path.read_text()) if path.is_file() else {}
+            return self.groups.get(nodeid) or nodeid.split("::")[0]
+
+    return SharedRuns(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -114,7 +114,10 @@ def test_changing_the_split_reruns_only_the_split_and_what_follows(tiny_run, cha
 
 # A config change over a finished tiny run, and exactly the jobs a dry run
 # schedules for it: each job's params and inputs are what it reads.
-AFTER_TRAINING = {"train": 1, "evaluate": 1, "figures": 1, "model_card": 1, "explain": 1}
+# The calibration is fitted for the model file and the evaluation's views; the reliability
+# diagram is drawn from metrics.json.
+AFTER_EVALUATION = {"calibrate": 1, "evaluate": 1, "reliability": 1, "figures": 1}
+AFTER_TRAINING = {"train": 1, **AFTER_EVALUATION, "model_card": 1, "explain": 1}
 RERUNS = [
     # One more grid rate: its point, the gathered grid, the choice and the model
     # card that reports it. What uses the rate is decided once the choice is made
@@ -132,7 +135,7 @@ RERUNS = [
     # Settings of the final training alone (the trials and comparisons set their own).
     ("train: {max_epochs: 3}", AFTER_TRAINING),
     ("train: {finetune: {lr: 0.0001}}", AFTER_TRAINING),
-    ("evaluate: {views: 1}", {"evaluate": 1, "figures": 1, "model_card": 1, "explain": 1}),
+    ("evaluate: {views: 1}", {**AFTER_EVALUATION, "model_card": 1, "explain": 1}),
 ]
 
 
