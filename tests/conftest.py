@@ -14,12 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("UCF101_SAMPLE", REPO.parent / "shared/data/ucf101-sample"))
 
 
-# The suite runs on two workers (pyproject's addopts: -n 2 --dist loadscope). A
-# session-scoped workflow run is made once by each worker that needs it, and tests that
-# rerun snakemake in it must not run at the same time, so every test that uses one of
-# these runs goes to one worker; the other tests keep their module together, so that a
-# module-scoped fixture is made once. The workers, which collect the tests, write each
-# test's group to a file that the scheduler reads.
+# The suite runs on two workers (pyproject's addopts: -n 2). A session-scoped workflow
+# run is made once by each worker that needs it, and tests that rerun snakemake in it
+# must not run at the same time, so every module that uses one of these runs goes to
+# one worker, the two runs to different workers, first; every other module goes whole
+# to one worker, so that a module-scoped fixture is made once. The workers, which
+# collect the tests, write each test's group to a file that the scheduler reads.
 SHARED_RUNS = ("tiny_run", "short_run")
 GROUPS_FILE = "ACTIONREC_TEST_GROUPS"
 
@@ -34,10 +34,15 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if not os.environ.get("PYTEST_XDIST_WORKER") or GROUPS_FILE not in os.environ:
         return
-    groups = {}
+    module_group: dict[str, str] = {}
     for item in items:
+        module = item.nodeid.split("::")[0]
         shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
-        groups[item.nodeid] = shared[0] if shared else item.nodeid.split("::")[0]
+        if shared:
+            module_group[module] = shared[0]
+        else:
+            module_group.setdefault(module, module)
+    groups = {item.nodeid: module_group[item.nodeid.split("::")[0]] for item in items}
     path = Path(os.environ[GROUPS_FILE])
     part = path.with_name(f"{path.name}.{os.environ['PYTEST_XDIST_WORKER']}")
     part.write_text(json.dumps(groups))
@@ -48,7 +53,8 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedRuns(LoadScopeScheduling):
-        """xdist's loadscope, with the scope of a test from the workers' groups."""
+        """xdist's loadscope, with the scope of a test from the workers' groups
+        and the shared runs' groups handed out first."""
 
         groups: dict[str, str] | None = None
 
@@ -57,6 +63,13 @@ def pytest_xdist_make_scheduler(config, log):
                 path = Path(os.environ.get(GROUPS_FILE, "/nonexistent"))
                 self.groups = json.loads(path.read_text()) if path.is_file() else {}
             return self.groups.get(nodeid) or nodeid.split("::")[0]
+
+        def _assign_work_unit(self, node) -> None:
+            for name in reversed(SHARED_RUNS):
+                if name in self.workqueue and not self.assigned_work.get(node):
+                    self.workqueue.move_to_end(name, last=False)
+                    break
+            super()._assign_work_unit(node)
 
     return SharedRuns(config, log)
 

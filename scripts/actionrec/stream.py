@@ -143,17 +143,7 @@ def classify_stream(
     if views < 1 or (per_segment is not None and per_segment < views):
         raise ValueError(f"views must be at least 1 and at most per_segment, not {views}")
     frames, size = int(model.input_shape[1]), int(model.input_shape[2])
-    local = is_local_file(source)
-    stream = FrameStream(
-        "pipe:" if source == "-" else source,
-        size,
-        resize,
-        ffmpeg_exe or find_ffmpeg(),
-        threads=1,
-        source=source_options(source, realtime, timeout),
-        local=local,
-        timeout=timeout,
-    )
+    stream = open_stream(source, size, resize, ffmpeg_exe, realtime, timeout)
     watchdog: _Watchdog = stream.watchdog  # started with ffmpeg: it bounds the header too
     fps = stream.frame_rate()
     span = max(frames, round(window_seconds * fps))
@@ -176,19 +166,10 @@ def classify_stream(
         ):
             if on_window is not None:
                 on_window(probs, score, unknown, max(0, n - span) / fps, n / fps, middle[0])
-            best = int(probs.argmax())
-            rows.append(
-                {
-                    "step": len(rows) + 1,
-                    "stream_seconds": round(n / fps, 2),
-                    "frames": min(n, span),
-                    "predicted": UNKNOWN if unknown else names[best],
-                    "probability": round(float(probs[best]), 6),
-                    "top": format_top(probs, names, min(top, len(names))),
-                }
-            )
+            rows.append(_step(len(rows) + 1, probs, names, top, n, fps, span))
             if rejection is not None:
                 rows[-1].update(score=round(score, 6), unknown=unknown)
+                rows[-1]["predicted"] = UNKNOWN if unknown else rows[-1]["predicted"]
             if on_step:
                 on_step(rows[-1])
     except KeyboardInterrupt:
@@ -202,6 +183,35 @@ def classify_stream(
     if ending:
         table.attrs["error"] = ending
     return table
+
+
+def open_stream(
+    source: str, size: int, resize: str, ffmpeg_exe: str | None, realtime: bool, timeout: float
+) -> FrameStream:
+    """ffmpeg reading ``source`` ("-": standard input) as frames of S x S."""
+    return FrameStream(
+        "pipe:" if source == "-" else source,
+        size,
+        resize,
+        ffmpeg_exe or find_ffmpeg(),
+        threads=1,
+        source=source_options(source, realtime, timeout),
+        local=is_local_file(source),
+        timeout=timeout,
+    )
+
+
+def _step(step: int, probs, names: list[str], top: int, n: int, fps: float, span: int) -> dict:
+    """A row of the stream's table: the step's top class after ``n`` frames."""
+    best = int(probs.argmax())
+    return {
+        "step": step,
+        "stream_seconds": round(n / fps, 2),
+        "frames": min(n, span),
+        "predicted": names[best],
+        "probability": round(float(probs[best]), 6),
+        "top": format_top(probs, names, min(top, len(names))),
+    }
 
 
 def _noting_middle(
