@@ -23,7 +23,7 @@ STAGES = (
 def test_the_scale_benchmark_times_every_data_stage_at_both_sizes(tmp_path):
     cmd = ["timeout", "-k", "10", "300", sys.executable, str(REPO / "bench/scale.py")]
     args = ("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md"))
-    small = ("--sizes", "12", "36", "--classes", "2", "--groups", "3", "--clips-per-shard", "20")
+    small = ("--sizes", "6", "18", "--classes", "2", "--groups", "3", "--clips-per-shard", "10")
     out = subprocess.run([*cmd, *args, *small], capture_output=True, text=True)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     table = (tmp_path / "table.md").read_text()
@@ -33,21 +33,21 @@ def test_the_scale_benchmark_times_every_data_stage_at_both_sizes(tmp_path):
         if line.startswith("| ")
         for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
     }
-    assert rows["stage"][1:5] == ["s @ 12", "s @ 36", "ratio", "growth"]
+    assert rows["stage"][1:5] == ["s @ 6", "s @ 18", "ratio", "growth"]
     for stage in STAGES:
-        seconds_12, seconds_36, ratio = (float(cell) for cell in rows[stage][1:4])
-        assert seconds_12 > 0 and seconds_36 > 0, rows[stage]
+        seconds_6, seconds_18, ratio = (float(cell) for cell in rows[stage][1:4])
+        assert seconds_6 > 0 and seconds_18 > 0, rows[stage]
         # The ratio of the seconds before they were rounded to 0.1 s.
         low, high = (
-            (seconds_36 - 0.05) / (seconds_12 + 0.05),
-            (seconds_36 + 0.05) / (seconds_12 - 0.05),
+            (seconds_18 - 0.05) / (seconds_6 + 0.05),
+            (seconds_18 + 0.05) / (seconds_6 - 0.05),
         )
         assert low - 0.01 <= ratio <= high + 0.01, rows[stage]
         assert "exponent" in rows[stage][4]
-    # Files written and peak memory at each size: one shard at 12 clips, two at 36.
+    # Files written and peak memory at each size: one shard at 6 clips, two at 18.
     assert int(rows["extraction"][6]) > int(rows["extraction"][5]) > 0
     assert all(float(cell) > 0 for cell in rows["total"][7:9])
     assert "2 shard jobs" in table and "1 shard jobs" in table
-    # The 36 clips: UCF101-style names in 2 class folders, rendered once.
-    videos = list((tmp_path / "work").glob("videos-36-c2-g3/Action*/v_Action*_g0?_c0?.avi"))
-    assert len(videos) == 36
+    # The 18 clips: UCF101-style names in 2 class folders, rendered once.
+    videos = list((tmp_path / "work").glob("videos-18-c2-g3/Action*/v_Action*_g0?_c0?.avi"))
+    assert len(videos) == 18

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.workflow
 
 
 DATA = ("results/data/split.tsv",)
+# What the comparison reads: the training and its evaluation, not the figures drawn after.
+EVALUATED = ("results/final/metrics.json",)
 DATA_TABLES = ("data/manifest.tsv", "data/split.tsv", "data/extract_report.tsv")
 
 
@@ -119,8 +121,8 @@ def test_killed_during_training(short_run, tmp_path):
         except (OSError, ValueError):
             return False
 
-    kill_when(workdir, one_epoch_saved)
+    kill_when(workdir, one_epoch_saved, *EVALUATED)
     assert not (workdir / "results/final/model.keras").exists()
-    rerun(workdir)
+    rerun(workdir, *EVALUATED)
     assert "resuming after epoch" in (workdir / "logs/train/train.log").read_text()
     assert_same_results(workdir, short_run)
