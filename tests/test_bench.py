@@ -16,13 +16,18 @@ def on_tiny_clips(script: str, tiny_data, tmp_path, *args: str) -> subprocess.Co
     return bench(script, *common, *args)
 
 
+def work_and_table(tmp_path) -> tuple[str, ...]:
+    """A benchmark's cache folder and markdown table under ``tmp_path``."""
+    return ("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md"))
+
+
 def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
     out = on_tiny_clips(
         "recipe.py",
         tiny_data,
         tmp_path,
         *("--per-segment", "2", "--seeds", "1", "--finetune-epochs", "1"),
-        *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
+        *work_and_table(tmp_path),
         *("--train", "finetune.accumulate=2"),
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -73,7 +78,7 @@ def test_the_groups_benchmark_runs(tiny_data, tmp_path):
         tiny_data,
         tmp_path,
         *("--seeds", "2", "--thresholds", "0.1", "0.3"),
-        *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
+        *work_and_table(tmp_path),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     table = (tmp_path / "table.md").read_text()
@@ -154,7 +159,7 @@ def test_the_openset_benchmark_runs(tiny_data, tmp_path):
         tmp_path,
         *("--unknown", str(other), "--i3d", str(make_clip_backbone_file(tmp_path / "clip.keras"))),
         *("--i3d-frames", "4", "--seeds", "2", "--limit", "4"),
-        *("--work", str(tmp_path / "work"), "--out", str(tmp_path / "table.md")),
+        *work_and_table(tmp_path),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     table = (tmp_path / "table.md").read_text()

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from .predict import UNKNOWN
 from .video import (
     DEFAULT_BUFFER_BYTES,
     FrameStream,
@@ -49,7 +50,6 @@ from .video import (
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = "unknown"
 # The window when the model's training clips cannot be found beside it.
 DEFAULT_WINDOW_SECONDS = 4.0
 DEFAULT_STRIDE = 1.0
