@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -17,13 +18,15 @@ import yaml
 
 import slurm_cluster
 from actionrec.tables import read_tsv
-from conftest import REPO, short_workflow, snakemake_cmd
+from conftest import REPO, short_workflow
 from slurm_cluster import MARKER, LocalSlurm, Unavailable, existing_slurm, leftovers
 
 PROFILE = "profiles/slurm"
 # Test-only flags beside the documented command: the private cluster has no
 # accounting, so sacct cannot answer and the plugin would wait for it forever;
-# and a first status check after 1 s instead of the profile's 20.
+# and a first status check after 1 s instead of the profile's 20. And snakemake is
+# started through slurm_snakemake.py, which keeps the plugin's status checks 2 s apart
+# (it waits 10 s longer after each check that finds no job done: minutes here).
 TEST_ONLY = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1")
 # The short config's rules (rule all), and the two that run a model on request.
 # Export (minutes of conversions) is left out: its resources are checked in the rules below.
@@ -170,7 +173,8 @@ def cluster_command() -> list[str]:
     command = documented_command()
     at = command.index("config/ucf101.yaml")
     configs = ["tiny.yaml", "short.yaml", "ucf101-resources.yaml"]
-    return [*snakemake_cmd(), *TARGETS, *command[1:at], *configs, *command[at + 1 :], *TEST_ONLY]
+    snakemake = [sys.executable, str(Path(__file__).with_name("slurm_snakemake.py"))]
+    return [*snakemake, *TARGETS, *command[1:at], *configs, *command[at + 1 :], *TEST_ONLY]
 
 
 @pytest.fixture(scope="module")
