@@ -8,6 +8,7 @@ Prints, side by side in one run, on the same clips with the same T and S:
 
 Usage (after the workflow has built results/data):
   python bench/input_pipeline.py [--data results/data] [--batch 2] [--steps 30]
+      [--backbone efficientnetb0]
 Needs opencv-python-headless (in requirements-dev.txt).
 """
 
@@ -64,6 +65,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("results/data"))
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=30, help="training steps to time")
+    ap.add_argument(
+        "--backbone",
+        default="efficientnetb0",
+        help="the trained model's backbone (default efficientnetb0, the workflow's)",
+    )
     args = ap.parse_args()
     split_tsv, shard_dir = args.data / "split.tsv", args.data / "shards"
     table = clip_table(split_tsv, "train")
@@ -91,7 +97,7 @@ def main() -> None:
         tutorial_frames(p, frames, size)
     opencv = n / (time.perf_counter() - start)
 
-    model = build_model(num_classes, frames, size)
+    model = build_model(num_classes, frames, size, args.backbone)
     model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=False)
     batches = ds.repeat()
     model.fit(batches, steps_per_epoch=3, epochs=1, verbose=0)  # trace
@@ -103,7 +109,7 @@ def main() -> None:
     print(f"{'tf.data from HDF5 shards':42s}{pipeline:10.1f}")
     print(f"{'OpenCV on-the-fly decode (tutorial)':42s}{opencv:10.1f}")
     print(
-        f"{'training consumes (efficientnetb0)':42s}{train_clips:10.1f}"
+        f"{f'training consumes ({args.backbone})':42s}{train_clips:10.1f}"
         f"   = {train_clips * frames:.0f} frames/s"
     )
     print(

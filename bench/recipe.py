@@ -26,7 +26,7 @@ train.label_smoothing, train.augment); the frozen head's rate is fixed
 
     python bench/recipe.py [--clips UCF-101] [--backbone FILE.keras] [--frames 8]
         [--per-segment 4] [--size 224] [--seeds 5 | --seed K ...] [--finetune-epochs N]
-        [--work DIR] [--out TABLE.md] [--train finetune.lr=1e-4 ...]
+        [--frozen-epochs 30] [--work DIR] [--out TABLE.md] [--train finetune.lr=1e-4 ...]
 
 Defaults: the real UCF101 clips of three actions and the ImageNet-pretrained
 EfficientNet-Lite0 in ../shared (see their READMEs). --work keeps the
@@ -198,7 +198,7 @@ def run_split(seed: int, args, report, shard, features, middle, work: Path) -> t
         "backbone": str(args.backbone),
         "weights": "none",
         "lr": args.lr,
-        "max_epochs": 30,
+        "max_epochs": args.frozen_epochs,
         "patience": 5,
         "mixed_precision": False,
         "xla": False,
@@ -274,6 +274,12 @@ def main() -> None:
         type=int,
         help="most fine-tuning epochs (default: the recipe's finetune.max_epochs; 0: none)",
     )
+    parser.add_argument(
+        "--frozen-epochs",
+        type=int,
+        default=30,
+        help="most epochs of every frozen stage (early stopping, patience 5; default 30)",
+    )
     parser.add_argument("--lr", type=float, default=0.001, help="the frozen head's rate")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -307,7 +313,7 @@ def main() -> None:
     print(
         f"recipe: label_smoothing {recipe['label_smoothing']}, augment {recipe['augment']}, "
         f"finetune {dict(recipe['finetune'], max_epochs=args.finetune_epochs)}; "
-        f"frozen head lr {args.lr}",
+        f"frozen head lr {args.lr}, at most {args.frozen_epochs} epochs",
         flush=True,
     )
     rows, curves, wrong = [], [], []

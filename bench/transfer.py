@@ -16,7 +16,7 @@ S x S):
      train split; with --finetune, also after the fine-tuning stage.
 
     python bench/transfer.py [--backbone FILE.keras] [--clips UCF-101] [--frames 8]
-        [--size 224] [--epochs 3] [--seeds 10] [--finetune 0]
+        [--size 224] [--epochs 3] [--seeds 10] [--frozen-epochs 30] [--finetune 0]
     python bench/transfer.py --workflow RESULTS   # a finished workflow run instead:
         # its metrics.json beside a logistic regression on its own features and split
 
@@ -89,6 +89,12 @@ def main() -> None:
     add_clip_arguments(parser, SAMPLE)
     add_training_arguments(
         parser, seeds=10, epochs=3, lr=0.001, epochs_help="epochs of the timed trials"
+    )
+    parser.add_argument(
+        "--frozen-epochs",
+        type=int,
+        default=30,
+        help="most epochs of each split's frozen stage (early stopping, patience 5; default 30)",
     )
     parser.add_argument("--finetune", type=int, default=0, help="splits also fine-tuned")
     parser.add_argument("--workflow", type=Path, help="a finished run's results folder")
@@ -194,7 +200,13 @@ def main() -> None:
         data = Data.of(split_tsv, [shard], len(names), [tmp / "features/shard-0000.h5"])
         finetune = {"blocks": "all", "max_epochs": 5} if seed < args.finetune else {"blocks": 0}
         cfg = TrainConfig.from_config(
-            {**section, "lr": args.lr, "max_epochs": 30, "patience": 5, "finetune": finetune},
+            {
+                **section,
+                "lr": args.lr,
+                "max_epochs": args.frozen_epochs,
+                "patience": 5,
+                "finetune": finetune,
+            },
             seed=seed,
         )
         with quiet():

@@ -26,7 +26,7 @@ def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
         "recipe.py",
         tiny_data,
         tmp_path,
-        *("--per-segment", "2", "--seeds", "1", "--finetune-epochs", "1"),
+        *("--per-segment", "2", "--seeds", "1", "--finetune-epochs", "1", "--frozen-epochs", "2"),
         *work_and_table(tmp_path),
         *("--train", "finetune.accumulate=2"),
     )
@@ -35,6 +35,10 @@ def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
     for column in ("logistic regression", "frozen + temporal sampling", "K views x 3 crops"):
         assert column in table
     assert "Fine-tuning, every epoch" in table and "'accumulate': 2" in out.stdout
+    # Fine-tuning's epoch follows the frozen stage's 2 (--frozen-epochs; 30 by default).
+    curve = table.split("Fine-tuning, every epoch")[1].splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in curve if "|" in line]
+    assert [row[1] for row in cells if row[0] == "0"] == ["3"], curve
     wrong = table.split("Wrong test clips by source video")[1].split("Seconds per stage")[0]
     assert "| logistic regression" in wrong and "| the recipe" in wrong
     mean = next(line for line in table.splitlines() if line.startswith("| mean"))
@@ -67,9 +71,12 @@ def test_the_extraction_benchmark_runs(tiny_data):
 
 
 def test_the_input_pipeline_benchmark_runs(tiny_run):
-    out = bench("input_pipeline.py", "--data", str(tiny_run / "results/data"), "--steps", "2")
+    # The small backbone: EfficientNetB0's build and first trace take most of a minute on CPU.
+    data = ("--data", str(tiny_run / "results/data"))
+    out = bench("input_pipeline.py", *data, "--steps", "2", "--backbone", "smallcnn")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "tf.data from HDF5 shards" in out.stdout and "training consumes" in out.stdout
+    assert "tf.data from HDF5 shards" in out.stdout and "OpenCV on-the-fly" in out.stdout
+    assert "training consumes (smallcnn)" in out.stdout and "pipeline / training" in out.stdout
 
 
 def test_the_groups_benchmark_runs(tiny_data, tmp_path):
@@ -107,7 +114,12 @@ def test_the_heads_benchmark_runs():
 
 
 def test_the_transfer_benchmark_runs(tiny_data, tmp_path):
-    out = on_tiny_clips("transfer.py", tiny_data, tmp_path, "--seeds", "1", "--epochs", "1")
+    out = on_tiny_clips(
+        "transfer.py",
+        tiny_data,
+        tmp_path,
+        *("--seeds", "1", "--epochs", "1", "--frozen-epochs", "2"),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "logistic regr." in out.stdout and "\nmean " in out.stdout
 
