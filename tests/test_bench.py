@@ -70,15 +70,6 @@ def test_the_extraction_benchmark_runs(tiny_data):
     assert "decode_clip (1 thread)" in out.stdout and "shards on 2 workers" in out.stdout
 
 
-def test_the_input_pipeline_benchmark_runs(tiny_run):
-    # The small backbone: EfficientNetB0's build and first trace take most of a minute on CPU.
-    data = ("--data", str(tiny_run / "results/data"))
-    out = bench("input_pipeline.py", *data, "--steps", "2", "--backbone", "smallcnn")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "tf.data from HDF5 shards" in out.stdout and "OpenCV on-the-fly" in out.stdout
-    assert "training consumes (smallcnn)" in out.stdout and "pipeline / training" in out.stdout
-
-
 def test_the_groups_benchmark_runs(tiny_data, tmp_path):
     out = on_tiny_clips(
         "groups.py",

@@ -1,9 +1,14 @@
-"""Seconds-long CPU runs of bench/gpu.py on tiny clips, so that the GPU check
-cannot rot before a GPU is lent; its numbers belong to bench/, not here."""
+"""Seconds-long CPU runs of the benchmarks that read the tiny workflow run's data:
+bench/gpu.py, so that the GPU check cannot rot before a GPU is lent, and
+bench/input_pipeline.py. Their numbers belong to bench/, not here. (Kept apart from
+test_bench.py, whose tests need no workflow run: a module that uses the tiny run
+goes whole to the worker that made it.)"""
 
 import re
 import subprocess
 import sys
+
+from test_bench import bench
 
 from conftest import REPO, make_clip_backbone_file
 
@@ -44,3 +49,12 @@ def test_the_gpu_benchmark_runs_both_backbones_and_the_loader(tiny_run, tmp_path
     assert loader and float(loader.group(1)) > 0 and "augmented (" in out.stdout, out.stdout
     ratio = re.search(rf"^  mixed\+xla +smallcnn +{NUMBER}  (yes|NO)$", out.stdout, re.MULTILINE)
     assert ratio and float(ratio.group(1)) > 0, out.stdout
+
+
+def test_the_input_pipeline_benchmark_runs(tiny_run):
+    # The small backbone: EfficientNetB0's build and first trace take most of a minute on CPU.
+    data = ("--data", str(tiny_run / "results/data"))
+    out = bench("input_pipeline.py", *data, "--steps", "2", "--backbone", "smallcnn")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "tf.data from HDF5 shards" in out.stdout and "OpenCV on-the-fly" in out.stdout
+    assert "training consumes (smallcnn)" in out.stdout and "pipeline / training" in out.stdout
