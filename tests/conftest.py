@@ -21,6 +21,17 @@ SAMPLE = Path(os.environ.get("UCF101_SAMPLE", REPO.parent / "shared/data/ucf101-
 # to one worker, so that a module-scoped fixture is made once. The workers, which
 # collect the tests, write each test's group to a file that the scheduler reads.
 SHARED_RUNS = ("tiny_run", "short_run")
+# After them, the slowest other modules (pytest --durations), slowest first, so that the
+# suite ends on short modules and both workers finish together.
+SLOWEST = (
+    "tests/test_clip_backbones.py",
+    "tests/test_slurm.py",
+    "tests/test_train.py",
+    "tests/test_bench.py",
+    "tests/test_devices.py",
+    "tests/test_transfer.py",
+    "tests/test_bench_scale.py",
+)
 GROUPS_FILE = "ACTIONREC_TEST_GROUPS"
 
 
@@ -37,7 +48,10 @@ def pytest_collection_modifyitems(config, items):
     module_group: dict[str, str] = {}
     for item in items:
         module = item.nodeid.split("::")[0]
-        shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
+        # A module that asks for a run lazily (request.getfixturevalue) names it in SHARED_RUN.
+        lazily = getattr(getattr(item, "module", None), "SHARED_RUN", None)
+        wanted = {*getattr(item, "fixturenames", ()), lazily}
+        shared = [name for name in SHARED_RUNS if name in wanted]
         if shared:
             module_group[module] = shared[0]
         else:
@@ -53,10 +67,11 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedRuns(LoadScopeScheduling):
-        """xdist's loadscope, with the scope of a test from the workers' groups
-        and the shared runs' groups handed out first."""
+        """xdist's loadscope, with the scope of a test from the workers' groups,
+        the shared runs' groups handed out first and the slowest modules next."""
 
         groups: dict[str, str] | None = None
+        ordered = False
 
         def _split_scope(self, nodeid: str) -> str:
             if self.groups is None:
@@ -65,6 +80,11 @@ def pytest_xdist_make_scheduler(config, log):
             return self.groups.get(nodeid) or nodeid.split("::")[0]
 
         def _assign_work_unit(self, node) -> None:
+            if not self.ordered:
+                self.ordered = True
+                for name in reversed(SLOWEST):
+                    if name in self.workqueue:
+                        self.workqueue.move_to_end(name, last=False)
             for name in reversed(SHARED_RUNS):
                 if name in self.workqueue and not self.assigned_work.get(node):
                     self.workqueue.move_to_end(name, last=False)

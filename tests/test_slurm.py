@@ -28,6 +28,9 @@ PROFILE = "profiles/slurm"
 # started through slurm_snakemake.py, which keeps the plugin's status checks 2 s apart
 # (it waits 10 s longer after each check that finds no job done: minutes here).
 TEST_ONLY = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1")
+# Its comparison with a local run asks for the short run only when the cluster runs:
+# the test scheduler (conftest.py) still sends this module to the worker that makes it.
+SHARED_RUN = "short_run"
 # The short config's rules (rule all), and the two that run a model on request.
 # Export (minutes of conversions) is left out: its resources are checked in the rules below.
 TARGETS = ("all", "results/predict/clips.tsv")
