@@ -166,10 +166,9 @@ def classify_stream(
         ):
             if on_window is not None:
                 on_window(probs, score, unknown, max(0, n - span) / fps, n / fps, middle[0])
-            rows.append(_step(len(rows) + 1, probs, names, top, n, fps, span))
+            rows.append(_step(len(rows) + 1, probs, unknown, names, top, n, fps, span))
             if rejection is not None:
                 rows[-1].update(score=round(score, 6), unknown=unknown)
-                rows[-1]["predicted"] = UNKNOWN if unknown else rows[-1]["predicted"]
             if on_step:
                 on_step(rows[-1])
     except KeyboardInterrupt:
@@ -201,14 +200,16 @@ def open_stream(
     )
 
 
-def _step(step: int, probs, names: list[str], top: int, n: int, fps: float, span: int) -> dict:
-    """A row of the stream's table: the step's top class after ``n`` frames."""
+def _step(
+    step: int, probs, unknown: bool, names: list[str], top: int, n: int, fps: float, span: int
+) -> dict:
+    """A row of the stream's table: the step's top class (or unknown) after ``n`` frames."""
     best = int(probs.argmax())
     return {
         "step": step,
         "stream_seconds": round(n / fps, 2),
         "frames": min(n, span),
-        "predicted": names[best],
+        "predicted": UNKNOWN if unknown else names[best],
         "probability": round(float(probs[best]), 6),
         "top": format_top(probs, names, min(top, len(names))),
     }
