@@ -32,6 +32,16 @@ def add_training_arguments(
     parser.add_argument("--lr", type=float, default=lr, help="the learning rate")
 
 
+def add_frozen_epochs(parser: argparse.ArgumentParser) -> None:
+    """--frozen-epochs: the most epochs of a frozen stage (30; fewer for a smoke run)."""
+    parser.add_argument(
+        "--frozen-epochs",
+        type=int,
+        default=30,
+        help="most epochs of every frozen stage (early stopping, patience 5; default 30)",
+    )
+
+
 def quiet():
     """Keras's per-epoch lines out of the benchmark's table."""
     return contextlib.redirect_stdout(io.StringIO())

@@ -48,7 +48,14 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from real import REPO, add_clip_arguments, check_inputs, quiet, setup_line  # noqa: E402
+from real import (  # noqa: E402
+    REPO,
+    add_clip_arguments,
+    add_frozen_epochs,
+    check_inputs,
+    quiet,
+    setup_line,
+)
 
 from actionrec.pipeline import Layout, shard_layout  # noqa: E402
 from actionrec.tables import read_tsv, write_tsv  # noqa: E402
@@ -274,12 +281,7 @@ def main() -> None:
         type=int,
         help="most fine-tuning epochs (default: the recipe's finetune.max_epochs; 0: none)",
     )
-    parser.add_argument(
-        "--frozen-epochs",
-        type=int,
-        default=30,
-        help="most epochs of every frozen stage (early stopping, patience 5; default 30)",
-    )
+    add_frozen_epochs(parser)
     parser.add_argument("--lr", type=float, default=0.001, help="the frozen head's rate")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(

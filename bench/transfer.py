@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 from real import (  # noqa: E402
     SAMPLE,
     add_clip_arguments,
+    add_frozen_epochs,
     add_training_arguments,
     logistic_regression_accuracy,
     quiet,
@@ -90,12 +91,7 @@ def main() -> None:
     add_training_arguments(
         parser, seeds=10, epochs=3, lr=0.001, epochs_help="epochs of the timed trials"
     )
-    parser.add_argument(
-        "--frozen-epochs",
-        type=int,
-        default=30,
-        help="most epochs of each split's frozen stage (early stopping, patience 5; default 30)",
-    )
+    add_frozen_epochs(parser)
     parser.add_argument("--finetune", type=int, default=0, help="splits also fine-tuned")
     parser.add_argument("--workflow", type=Path, help="a finished run's results folder")
     args = parser.parse_args()
