@@ -63,7 +63,7 @@ def pretrain_backbone(
     import tensorflow as tf
 
     from .model import build_backbone
-    from .resume import EpochInfo
+    from .resume import EpochInfo, build_for_fit
     from .synthetic import image_labels, render_images
 
     if threads:
@@ -86,6 +86,7 @@ def pretrain_backbone(
         "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    build_for_fit(model, (x[:1].astype(np.float32), y[:1]))
     fit = model.fit(
         x[n_val:].astype(np.float32),
         y[n_val:],
