@@ -86,6 +86,7 @@ def measure_backbone(args, backbone: str, xla: bool) -> dict:
     import tensorflow as tf
 
     from actionrec.model import build_backbone, build_model, is_clip_backbone
+    from actionrec.resume import build_for_fit
 
     b, t, s = args.batch, args.frames, args.size
     rng = np.random.default_rng(0)
@@ -95,6 +96,7 @@ def measure_backbone(args, backbone: str, xla: bool) -> dict:
     model = build_model(NUM_CLASSES, t, s, backbone, args.head, weights=weights)
     model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=xla)
     x, y = tf.constant(clips), tf.constant(labels)
+    build_for_fit(model, (x, y))  # as the workflow's training: one trace
     train_s = time_calls(lambda: model.train_on_batch(x, y), args.steps)
 
     net = build_backbone(backbone, s, None, frames=t)

@@ -107,6 +107,7 @@ def main() -> None:
     from actionrec.manifest import build_manifest
     from actionrec.model import build_model
     from actionrec.pipeline import Data, make_dataset, steps_per_epoch
+    from actionrec.resume import build_for_fit
     from actionrec.search import SearchSettings
     from actionrec.split import make_split
     from actionrec.train import TrainConfig, run_trial, train
@@ -143,6 +144,7 @@ def main() -> None:
     model = build_model(len(names), args.frames, args.size, str(args.backbone))
     model.compile(keras.optimizers.Adam(args.lr), "categorical_crossentropy", metrics=["accuracy"])
     stream = make_dataset(frames_only, "train", 2, shuffle=True, epochs=(0, args.epochs))
+    build_for_fit(model, stream.element_spec)  # as the workflow's trials
     timer = []
     model.fit(
         stream,
