@@ -14,6 +14,7 @@ import yaml
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
 
+from actionrec.configcheck import check_config
 from actionrec.extract import extract_shard, shard_rows
 from actionrec.manifest import (
     DatasetError,
@@ -169,6 +170,91 @@ def test_a_dry_run_stops_before_any_job(tmp_path):
     assert out.returncode != 0
     assert "On instance['split']['fractions']['val']" in out.stdout + out.stderr
     assert not (workdir / "results").exists()
+
+
+# (a config given over config/config.yaml, what its error says): the schema's
+# errors, then configcheck's, which name the key and the fix.
+BAD_CONFIGS = [
+    ("extract: {size: -4}", "-4 is less than the minimum of 8"),
+    ("extract: {frames: many}", "'many' is not of type 'integer'"),
+    ("split: {method: leaky}", "'leaky' is not one of"),
+    ("split: {fractions: {train: 0.7, val: 0.2, test: 0.2}}", "sum to 1"),
+    ("data: {root: /no/such/folder}", "/no/such/folder"),
+    ("colour: 1", "Additional properties are not allowed ('colour' was unexpected)"),
+    ("extract: {size: 0}", "0 is less than the minimum of 8"),
+    ("train: {backbone: vgg16}", "'vgg16' is not one of ['efficientnetb0'"),
+    ("train: {head: lstm}", "'lstm' is not one of ['average', 'temporal_conv'"),
+    ("train: {lr: fast}", "'fast' is not valid under any of the given schemas"),
+    ("train: {augment: {blur: 1}}", "('blur' was unexpected)"),
+    ("search: {bayes: {n_calls: 2, n_initial_points: 3}}", "n_initial_points (3) exceeds"),
+    ("search: {low: 0.1, high: 0.01}", "search.low (0.1) must be below search.high"),
+    ("evaluate: {views: 3}", "evaluate.views (3) exceeds extract.frames_per_segment (1)"),
+    ("evaluate: {crops: 2}", "2 is not one of [1, 3]"),
+    ("train: {finetune: {schedule: step}}", "'step' is not one of ['cosine', 'constant']"),
+    ("train: {finetune: {accumulate: 0}}", "0 is less than the minimum of 1"),
+    ("split: {groups: guess}", "'guess' is not one of ['names', 'discover', 'auto']"),
+    ("split: {discover: {threshold: 2.5}}", "2.5 is greater than or equal to the maximum of 2"),
+    ("split: {audit: {similarity: 1.5}}", "1.5 is greater than the maximum of 1"),
+    ("extract: {size: 16}", "efficientnetb0 takes frames of at least 32 x 32"),
+    ("seed: 4294967296", "4294967296 is greater than the maximum of 4294967295"),
+    ("split: {fractions: {train: 0.8, val: 0.2, test: 0}}", "split.fractions.test is 0"),
+    ("robustness: {corruptions: [fog]}", "'fog' is not one of ['low_light'"),
+    ("robustness: {severities: [6]}", "6 is greater than the maximum of 5"),
+    (
+        "train: {weights: none}\nsplit: {groups: discover}",
+        "split.groups: discover compares clips by the frozen features of a pretrained backbone",
+    ),
+]
+
+
+def checked(text: str) -> dict:
+    """config/config.yaml with ``text`` over it, checked as the Snakefile checks
+    a run's config: the schema, then actionrec.configcheck."""
+    config = overlay(demo_config(), yaml.safe_load(text))
+    validate(config, SCHEMA)
+    check_config(config)
+    return config
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CONFIGS, ids=[t for t, _ in BAD_CONFIGS])
+def test_a_bad_config_is_refused_with_its_key_named(text, message):
+    with pytest.raises((WorkflowError, ValueError)) as err:
+        checked(text)
+    assert message in str(err.value)
+
+
+def test_the_shipped_demo_config_passes_every_check():
+    assert checked("{}")["train"]["backbone"] == "efficientnetb0"
+
+
+def test_two_backbone_files_of_one_name_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "net.keras").write_bytes(b"not read by the checks")
+    files = "train: {backbone: a/net.keras, weights: none}\ncompare: {backbones: [b/net.keras]}"
+    with pytest.raises(ValueError, match="'b/net.keras' and 'a/net.keras' would share the name"):
+        checked(files)
+
+
+def test_the_snakefile_runs_the_checks_before_any_job(tmp_path):
+    """Through snakemake itself, each in its own copy at once: a value the
+    checks refuse, and a backbone that cannot serve the split's discovery."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [BAD_CONFIGS[3], BAD_CONFIGS[-1]]
+
+    def run(k):
+        (tmp_path / f"bad{k}").mkdir()
+        workdir = copy_workflow(tmp_path / f"bad{k}")
+        (workdir / "bad.yaml").write_text(cases[k][0] + "\n")
+        return workdir, snakemake(workdir, "-n", "--configfile", "bad.yaml", timeout=120)
+
+    with ThreadPoolExecutor(2) as pool:
+        for (workdir, out), (_, message) in zip(pool.map(run, range(2)), cases, strict=True):
+            assert out.returncode != 0
+            assert message in out.stdout + out.stderr
+            assert not (workdir / "results").exists()
 
 
 # --- Datasets the manifest refuses -------------------------------------------------
