@@ -33,6 +33,54 @@ def test_code_digest_follows_the_modules_a_script_imports(tmp_path):
     assert after[1] == before[1]  # the demo renderer does not import it
 
 
+def imports_by_whole_parse(path, package):
+    """The package modules a file imports, from its whole syntax tree: what
+    provenance finds from the import statements alone."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("actionrec.")}
+        elif isinstance(node, ast.ImportFrom):
+            relative = node.level == 1 and path.parent == package
+            if node.module == "actionrec" or (relative and node.module is None):
+                found |= {a.name for a in node.names}
+            elif node.module and node.module.startswith("actionrec."):
+                found.add(node.module.split(".")[1])
+            elif relative:
+                found.add(node.module.split(".")[0])
+    return {name for name in found if (package / f"{name}.py").is_file()}
+
+
+def test_the_imports_found_are_those_of_the_whole_syntax_tree(tmp_path):
+    package = (REPO / "scripts/actionrec").resolve()
+    files = sorted((REPO / "scripts").rglob("*.py")) + sorted((REPO / "bench").glob("*.py"))
+    assert len(files) > 60
+    for path in files:
+        path = path.resolve()
+        assert provenance._imported_modules(path, package) == imports_by_whole_parse(
+            path, package
+        ), path
+    # Imports in every form and place, and a docstring that reads as one.
+    scripts = shutil.copytree(REPO / "scripts", tmp_path / "scripts")
+    package = scripts / "actionrec"
+    odd = scripts / "odd.py"
+    odd.write_text(
+        '"""Usage:\n    from actionrec import split\n"""\n'
+        "import os, actionrec.model as m\n"
+        "from actionrec import (\n    tables,  # the tables\n    logs,\n)\n"
+        "def f():\n    if True:\n        from actionrec.video import find_ffmpeg\n"
+    )
+    whole = {"model", "tables", "logs", "video"}
+    assert imports_by_whole_parse(odd, package) == whole
+    # The docstring's line counts as an import: one module more, never one fewer.
+    assert provenance._imported_modules(odd, package) == whole | {"split"}
+    # An import that does not start its line: the whole file is parsed.
+    odd.write_text(odd.read_text() + "x = 1; import actionrec.groups\n")
+    assert provenance._imported_modules(odd, package) == whole | {"groups"}
+
+
 def test_a_file_replaced_with_an_older_time_gets_another_digest(tmp_path):
     path = tmp_path / "net.keras"
     path.write_bytes(b"first network")
