@@ -17,10 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .catalog import EXPORT_FORMATS
+from .catalog import EXPORT_FORMATS, TIMELINE_MIN_DURATION, TIMELINE_STRIDE
 from .logs import quiet_startup
 from .settings import defaults
-from .timeline import DEFAULT_MIN_DURATION, DEFAULT_STRIDE
 from .video import RESIZE_MODES
 
 EXAMPLES = {
@@ -155,15 +154,15 @@ def _parser() -> argparse.ArgumentParser:
         type=bounded(float, 0, MAX_STEP_SECONDS, above=True),
         metavar="SECONDS",
         help="seconds between the starts of windows, more than 0 and at most "
-        f"{MAX_STEP_SECONDS:g} (default {DEFAULT_STRIDE:g}; with --stream, --step-seconds)",
+        f"{MAX_STEP_SECONDS:g} (default {TIMELINE_STRIDE:g}; with --stream, --step-seconds)",
     )
     when.add_argument(
         "--min-duration",
         type=bounded(float, 0, MAX_WINDOW_SECONDS),
         metavar="SECONDS",
-        default=DEFAULT_MIN_DURATION,
+        default=TIMELINE_MIN_DURATION,
         help="seconds a segment lasts at least: a shorter run of one class joins its "
-        f"neighbour (default {DEFAULT_MIN_DURATION:g})",
+        f"neighbour (default {TIMELINE_MIN_DURATION:g})",
     )
     live = p.add_argument_group("live video")
     live.add_argument(
@@ -497,7 +496,7 @@ def timeline_command(args, per_segment: int) -> int:
             timeline_folders(videos, args.output),
             classes=read_classes(args.classes) if args.classes else None,
             window_seconds=args.window_seconds,
-            stride=args.stride or DEFAULT_STRIDE,
+            stride=args.stride or TIMELINE_STRIDE,
             min_duration=args.min_duration,
             views=args.views,
             per_segment=per_segment,

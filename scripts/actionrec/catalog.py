@@ -56,6 +56,10 @@ ORDER_PAIRS = (
 )
 # Serving formats of rule export (and actionrec export), in the order written.
 EXPORT_FORMATS = ("saved_model", "litert", "onnx", "openvino")
+# A timeline's defaults (actionrec.timeline): seconds between windows, and the
+# shortest segment kept.
+TIMELINE_STRIDE = 1.0
+TIMELINE_MIN_DURATION = 1.0
 
 
 def is_backbone_file(backbone: str) -> bool:

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from .catalog import TIMELINE_MIN_DURATION, TIMELINE_STRIDE
 from .predict import UNKNOWN
 from .video import (
     DEFAULT_BUFFER_BYTES,
@@ -52,8 +53,8 @@ log = logging.getLogger(__name__)
 
 # The window when the model's training clips cannot be found beside it.
 DEFAULT_WINDOW_SECONDS = 4.0
-DEFAULT_STRIDE = 1.0
-DEFAULT_MIN_DURATION = 1.0
+DEFAULT_STRIDE = TIMELINE_STRIDE
+DEFAULT_MIN_DURATION = TIMELINE_MIN_DURATION
 THUMBNAILS = 8
 # Seconds between two progress lines of one video at least.
 PROGRESS_SECONDS = 5.0
