@@ -38,19 +38,8 @@ def imports_by_whole_parse(path, package):
     provenance finds from the import statements alone."""
     import ast
 
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("actionrec.")}
-        elif isinstance(node, ast.ImportFrom):
-            relative = node.level == 1 and path.parent == package
-            if node.module == "actionrec" or (relative and node.module is None):
-                found |= {a.name for a in node.names}
-            elif node.module and node.module.startswith("actionrec."):
-                found.add(node.module.split(".")[1])
-            elif relative:
-                found.add(node.module.split(".")[0])
-    return {name for name in found if (package / f"{name}.py").is_file()}
+    tree = ast.walk(ast.parse(path.read_text()))
+    return provenance.package_modules(tree, package, inside=path.parent == package)
 
 
 def test_the_imports_found_are_those_of_the_whole_syntax_tree(tmp_path):

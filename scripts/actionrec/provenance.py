@@ -100,9 +100,15 @@ def _import_statements(text: str, path: Path) -> list[ast.stmt]:
 
 @functools.cache
 def _parsed_imports(path: Path, package: Path, size: int, mtime_ns: int) -> set[str]:
-    inside = path.parent == package
+    statements = _import_statements(path.read_text(encoding="utf-8"), path)
+    return package_modules(statements, package, inside=path.parent == package)
+
+
+def package_modules(nodes, package: Path, inside: bool) -> set[str]:
+    """The modules of ``package`` that the import statements among ``nodes``
+    (syntax-tree nodes of one file, ``inside`` the package or not) import."""
     found = set()
-    for node in _import_statements(path.read_text(encoding="utf-8"), path):
+    for node in nodes:
         if isinstance(node, ast.Import):
             found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("actionrec.")}
         elif isinstance(node, ast.ImportFrom):

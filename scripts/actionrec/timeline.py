@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 # The window when the model's training clips cannot be found beside it.
 DEFAULT_WINDOW_SECONDS = 4.0
-DEFAULT_STRIDE = TIMELINE_STRIDE
-DEFAULT_MIN_DURATION = TIMELINE_MIN_DURATION
 THUMBNAILS = 8
 # Seconds between two progress lines of one video at least.
 PROGRESS_SECONDS = 5.0
@@ -213,7 +211,7 @@ class Timeline:
         return pd.concat([table, columns], axis=1)
 
 
-def segments(timeline: Timeline, min_duration: float = DEFAULT_MIN_DURATION) -> pd.DataFrame:
+def segments(timeline: Timeline, min_duration: float = TIMELINE_MIN_DURATION) -> pd.DataFrame:
     """The timeline as segments (start, end, class, score, windows): each
     window stands for the time nearest its centre; runs of one top class
     (or of unknown windows) are joined, and a run shorter than
@@ -288,7 +286,7 @@ def score_video(
     classes: list[str],
     *,
     window_seconds: float,
-    stride: float = DEFAULT_STRIDE,
+    stride: float = TIMELINE_STRIDE,
     views: int = 1,
     per_segment: int | None = None,
     batch_size: int = 4,
@@ -396,7 +394,7 @@ def write_timeline(
     timeline: Timeline,
     folder: str | os.PathLike,
     *,
-    min_duration: float = DEFAULT_MIN_DURATION,
+    min_duration: float = TIMELINE_MIN_DURATION,
     top: int = 5,
     truth: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -540,8 +538,8 @@ def timelines(
     *,
     classes: list[str] | None = None,
     window_seconds: float | None = None,
-    stride: float = DEFAULT_STRIDE,
-    min_duration: float = DEFAULT_MIN_DURATION,
+    stride: float = TIMELINE_STRIDE,
+    min_duration: float = TIMELINE_MIN_DURATION,
     views: int = 1,
     per_segment: int | None = None,
     top: int = 5,
