@@ -166,6 +166,34 @@ def snakemake(
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
 
 
+def actionrec_in_process(monkeypatch, capsys, *argv, cwd=None) -> subprocess.CompletedProcess:
+    """``actionrec ARGV`` run in this process, in ``cwd``: its exit status, stdout and
+    stderr. It spares the test a process of its own and its import of TensorFlow
+    (6-9 s); tests of the installed entry point, streams and signals start one."""
+    from actionrec import __main__ as cli
+
+    capsys.readouterr()  # what the test printed before is not the command's
+    with monkeypatch.context() as patch:
+        # Both act on the whole process: its stderr, and the root logger for good.
+        patch.setattr(cli, "quiet_startup", lambda: None)
+        patch.setattr(cli.logging, "basicConfig", lambda **settings: None)
+        if cwd is not None:
+            patch.chdir(cwd)
+        argv = [str(arg) for arg in argv]
+        try:
+            rc = cli.main(argv)
+        except SystemExit as end:
+            rc = end.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, rc, out, err)
+
+
+@pytest.fixture
+def actionrec_here(monkeypatch, capsys):
+    """:func:`actionrec_in_process` with the test's fixtures: ``run(*argv, cwd=None)``."""
+    return functools.partial(actionrec_in_process, monkeypatch, capsys)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A copy of the workflow run to the end on tests/tiny.yaml (18 clips)."""

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actionrec import __main__ as cli
 from actionrec.tables import read_tsv
-from conftest import REPO, make_backbone_file
+from conftest import REPO, actionrec_in_process, make_backbone_file
 from test_video import ramp_video
 
 EARLIER = b"an earlier output\n"
@@ -28,15 +27,8 @@ CLIPS = np.random.default_rng(0).integers(0, 256, (3, 4, 32, 32, 3), dtype=np.ui
 
 def run(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
     """``actionrec ARGV`` in this process: its exit status, stdout and stderr."""
-    # Both act on the whole process: its stderr, and the root logger for good.
-    monkeypatch.setattr(cli, "quiet_startup", lambda: None)
-    monkeypatch.setattr(cli.logging, "basicConfig", lambda **settings: None)
-    try:
-        rc = cli.main(list(argv))
-    except SystemExit as end:
-        rc = end.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+    out = actionrec_in_process(monkeypatch, capsys, *argv)
+    return out.returncode, out.stdout, out.stderr
 
 
 def error_line(err: str) -> str:

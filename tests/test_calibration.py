@@ -1,9 +1,6 @@
 """Calibrated confidence and rejection of actions the model was not trained on."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -161,13 +158,7 @@ def small_videos(folder, classes, *, seed, groups=1, frames=None):
     )
 
 
-def predict_cli(*args, timeout=180):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
-    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "actionrec", "predict", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env)
-
-
-def test_predict_says_unknown_for_an_action_it_was_not_trained_on(tmp_path):
+def test_predict_says_unknown_for_an_action_it_was_not_trained_on(tmp_path, actionrec_here):
     """A model of Grow and Checker, calibrated with the distance score: a
     video of Stripes is below the threshold, the known videos above it."""
     import keras
@@ -209,7 +200,7 @@ def test_predict_says_unknown_for_an_action_it_was_not_trained_on(tmp_path):
         },
         path.parent / cal.FILE,
     )
-    out = predict_cli(*map(str, videos), "--model", str(path), "--output", str(tmp_path / "p.tsv"))
+    out = actionrec_here("predict", *videos, "--model", path, "--output", tmp_path / "p.tsv")
     assert out.returncode == 0, out.stderr
     from actionrec.tables import read_tsv
 
@@ -221,11 +212,11 @@ def test_predict_says_unknown_for_an_action_it_was_not_trained_on(tmp_path):
         assert table.loc[str(video), "predicted"] in ("Checker", "Grow")
     assert "unknown: none of the trained actions" in out.stdout
     # Uncalibrated, the same video gets one of the trained classes, as before.
-    out = predict_cli(str(other[0]), "--model", str(path), "--no-calibration")
+    out = actionrec_here("predict", other[0], "--model", path, "--no-calibration")
     assert out.returncode == 0 and "none of the trained actions" not in out.stdout
     # A calibration of another model is refused, naming the fix.
     model.save(path)  # a new file: another digest
-    out = predict_cli(str(other[0]), "--model", str(path))
+    out = actionrec_here("predict", other[0], "--model", path)
     assert out.returncode == 2 and "--no-calibration" in out.stderr
 
 

@@ -5,8 +5,6 @@ training stages, a saved model that needs Keras alone, Grad-CAM over the
 steps' maps and every bad file's error; with the real Kinetics-400 I3D on
 real UCF101 clips where ../shared has them."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -342,16 +340,16 @@ def test_the_workflow_runs_a_clip_backbone_end_to_end(clip_run):
 
 
 @pytest.mark.workflow
-def test_a_clip_model_classifies_videos_a_stream_and_explains_one(clip_run, tmp_path):
+def test_a_clip_model_classifies_videos_a_stream_and_explains_one(
+    clip_run, tmp_path, actionrec_here
+):
     from actionrec.tables import read_tsv
 
     videos = read_tsv(clip_run / "results/data/manifest.tsv")["path"][:2].tolist()
     model = ["--model", str(clip_run / "results/final/model.keras")]
-    command = [str(Path(sys.executable).with_name("actionrec"))]
 
     def run(*args):
-        cmd = [*command, *args, *model]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=clip_run, timeout=300)
+        out = actionrec_here(*args, *model, cwd=clip_run)
         assert out.returncode == 0, out.stderr[-2000:]
         return out
 

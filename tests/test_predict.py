@@ -1,24 +1,15 @@
 """Evaluation outputs of the tiny run, the predict command and rule, and the report."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from actionrec.tables import read_tsv
-from conftest import REPO, snakemake
+from conftest import snakemake
 
 pytestmark = pytest.mark.workflow
-
-
-def predict_cli(workdir, *args, timeout=180):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
-    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "actionrec", "predict", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
 
 
 def test_evaluation_outputs(tiny_run):
@@ -39,7 +30,7 @@ def test_evaluation_outputs(tiny_run):
     assert classes.read_text().split() == ["Checker", "Grow", "Shrink"]
 
 
-def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path):
+def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path, actionrec_here):
     predictions = read_tsv(tiny_run / "results/final/predictions.tsv")
     manifest = read_tsv(tiny_run / "results/data/manifest.tsv").set_index("clip_id")
     videos = [manifest.loc[c, "path"] for c in predictions["clip_id"]]
@@ -47,8 +38,16 @@ def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path):
     # same way and averages the same views.
     views = json.loads((tiny_run / "results/final/metrics.json").read_text())["views"]
     assert views == 2
-    out = predict_cli(
-        tiny_run, *videos, "--top", "3", "--views", "2", "--output", str(tmp_path / "p.tsv")
+    out = actionrec_here(
+        "predict",
+        *videos,
+        "--top",
+        "3",
+        "--views",
+        "2",
+        "--output",
+        tmp_path / "p.tsv",
+        cwd=tiny_run,
     )
     assert out.returncode == 0, out.stderr
     table = read_tsv(tmp_path / "p.tsv")
@@ -60,15 +59,15 @@ def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path):
     assert out.stdout.count("  1. ") == len(videos)
 
 
-def test_more_views_than_frames_a_segment_is_refused(tmp_path):
-    out = predict_cli(tmp_path, "clip.avi", "--views", "3", "--frames-per-segment", "2")
+def test_more_views_than_frames_a_segment_is_refused(tmp_path, actionrec_here):
+    out = actionrec_here("predict", "clip.avi", "--views", "3", "--frames-per-segment", "2")
     assert out.returncode == 2
     assert "--views (3) exceeds --frames-per-segment (2)" in out.stderr
 
 
-def test_predict_on_a_real_clip_prints_k_classes(tiny_run, sample):
+def test_predict_on_a_real_clip_prints_k_classes(tiny_run, sample, actionrec_here):
     clip = sample / "UCF-101/Archery/v_Archery_g01_c01.avi"
-    out = predict_cli(tiny_run, str(clip), "--top", "2")
+    out = actionrec_here("predict", clip, "--top", "2", cwd=tiny_run)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith(str(clip))
@@ -78,12 +77,12 @@ def test_predict_on_a_real_clip_prints_k_classes(tiny_run, sample):
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
 
 
-def test_bad_videos_are_named_and_the_others_still_classified(tiny_run, tmp_path):
+def test_bad_videos_are_named_and_the_others_still_classified(tiny_run, tmp_path, actionrec_here):
     good = read_tsv(tiny_run / "results/data/manifest.tsv")["path"][0]
     broken = tmp_path / "broken.avi"
     broken.write_text("not a video\n" * 100)
     missing = tmp_path / "missing.avi"
-    out = predict_cli(tiny_run, str(broken), good, str(missing))
+    out = actionrec_here("predict", broken, good, missing, cwd=tiny_run)
     assert out.returncode == 1
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2

@@ -75,14 +75,14 @@ def test_explanations_are_drawn_for_chosen_test_clips(tiny_run):
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figures)
 
 
-def test_the_explain_command_draws_any_video(tiny_run, tmp_path):
+def test_the_explain_command_draws_any_video(tiny_run, tmp_path, actionrec_here):
     video = read_tsv(tiny_run / "results/data/manifest.tsv")["path"][0]
     model = str(tiny_run / "results/final/model.keras")
-    cmd = [*actionrec(), "explain", video, "--model", model, "--out", str(tmp_path / "why.png")]
-    out = subprocess.run([*cmd, "--true", "Grow"], capture_output=True, text=True, cwd=tiny_run)
+    cmd = ["explain", video, "--model", model, "--out", str(tmp_path / "why.png")]
+    out = actionrec_here(*cmd, "--true", "Grow", cwd=tiny_run)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "why.png").read_bytes()[:4] == b"\x89PNG" and "predicted" in out.stdout
-    wrong = subprocess.run([*cmd, "--true", "Fly"], capture_output=True, text=True, cwd=tiny_run)
+    wrong = actionrec_here(*cmd, "--true", "Fly", cwd=tiny_run)
     assert wrong.returncode == 2 and "'Fly' is not one of the model's classes" in wrong.stderr
 
 

@@ -26,12 +26,6 @@ PLAN = [(0, 3.0), (1, 5.0), (2, 4.0), (0, 3.0)]
 FPS = 10
 
 
-def cli(cwd, *args, timeout=240):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
-    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "actionrec", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-
-
 def colour_model(size: int = 16):
     """A clip model that tells red, green and blue clips apart: the mean
     colour, softmax."""
@@ -81,12 +75,12 @@ def check_segments(segs: pd.DataFrame, stride: float) -> None:
     assert segs["start"].iloc[0] == 0 and segs["end"].iloc[-1] == pytest.approx(15.0, abs=0.2)
 
 
-def test_a_joined_video_gives_segments_at_the_right_times(colour_run, tmp_path):
-    out = cli(
-        colour_run,
+def test_a_joined_video_gives_segments_at_the_right_times(colour_run, tmp_path, actionrec_here):
+    out = actionrec_here(
         *("predict", "--timeline", "joined.avi", "--model", "colour.keras"),
         *("--classes", "classes.txt", "--window-seconds", "1", "--stride", "0.5"),
         *("--min-duration", "1", "--output", str(tmp_path / "out")),
+        cwd=colour_run,
     )
     assert out.returncode == 0, out.stderr
     folder = tmp_path / "out/joined"
@@ -103,17 +97,19 @@ def test_a_joined_video_gives_segments_at_the_right_times(colour_run, tmp_path):
     assert (folder / "timeline.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_broken_file_in_a_folder_is_reported_and_the_others_get_timelines(colour_run, tmp_path):
+def test_a_broken_file_in_a_folder_is_reported_and_the_others_get_timelines(
+    colour_run, tmp_path, actionrec_here
+):
     folder = tmp_path / "videos"
     folder.mkdir()
     good = (colour_run / "joined.avi").read_bytes()
     (folder / "a.avi").write_bytes(good)
     (folder / "b.avi").write_bytes(good[: len(good) // 3])  # cut short
     (folder / "c.avi").write_bytes(good)
-    out = cli(
-        colour_run,
+    out = actionrec_here(
         *("predict", "--timeline", str(folder), "--model", "colour.keras"),
         *("--classes", "classes.txt", "--window-seconds", "1", "--stride", "1"),
+        cwd=colour_run,
     )
     assert out.returncode == 1
     assert f"error: {folder / 'b.avi'}: truncated" in out.stderr
@@ -122,12 +118,12 @@ def test_a_broken_file_in_a_folder_is_reported_and_the_others_get_timelines(colo
     assert not (folder / "b.timeline").exists()
 
 
-def test_a_stream_with_output_gives_the_same_timeline(colour_run, tmp_path):
-    out = cli(
-        colour_run,
+def test_a_stream_with_output_gives_the_same_timeline(colour_run, tmp_path, actionrec_here):
+    out = actionrec_here(
         *("predict", "--stream", "joined.avi", "--as-fast-as-possible", "--timeline"),
         *("--model", "colour.keras", "--classes", "classes.txt", "--window-seconds", "1"),
         *("--output", str(tmp_path / "live")),
+        cwd=colour_run,
     )
     assert out.returncode == 0, out.stderr
     check_segments(read_tsv(tmp_path / "live/segments.tsv"), 1.0)
@@ -135,8 +131,8 @@ def test_a_stream_with_output_gives_the_same_timeline(colour_run, tmp_path):
     assert (tmp_path / "live/timeline.png").exists()
 
 
-def test_a_stream_timeline_needs_an_output_folder(tmp_path):
-    out = cli(tmp_path, "predict", "--stream", "x.avi", "--timeline")
+def test_a_stream_timeline_needs_an_output_folder(actionrec_here):
+    out = actionrec_here("predict", "--stream", "x.avi", "--timeline")
     assert out.returncode == 2 and "needs --output" in out.stderr
 
 
