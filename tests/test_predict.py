@@ -38,17 +38,8 @@ def test_predict_command_agrees_with_the_evaluation(tiny_run, tmp_path, actionre
     # same way and averages the same views.
     views = json.loads((tiny_run / "results/final/metrics.json").read_text())["views"]
     assert views == 2
-    out = actionrec_here(
-        "predict",
-        *videos,
-        "--top",
-        "3",
-        "--views",
-        "2",
-        "--output",
-        tmp_path / "p.tsv",
-        cwd=tiny_run,
-    )
+    options = ("--top", "3", "--views", "2", "--output", tmp_path / "p.tsv")
+    out = actionrec_here("predict", *videos, *options, cwd=tiny_run)
     assert out.returncode == 0, out.stderr
     table = read_tsv(tmp_path / "p.tsv")
     # The run is calibrated: a clip below the rejection threshold is unknown to both.
