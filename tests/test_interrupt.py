@@ -38,17 +38,20 @@ def rerun(workdir: Path, *targets: str) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
 
 
-def kill_when(workdir: Path, ready, *targets: str, timeout: float = 300) -> None:
-    """Run snakemake in its own process group; SIGKILL the group once ``ready()``."""
+def kill_when(workdir: Path, temp: Path, ready, *targets: str, timeout: float = 300) -> None:
+    """Run snakemake in its own process group; SIGKILL the group once ``ready()``.
+    What the killed jobs leave in their temp folder (such as ffmpeg's private link
+    to a clip, which a killed reader cannot remove) stays in ``temp``."""
     cmd = [*snakemake_cmd(), "--cores", "2", *targets, *ARGS]
     log = open(workdir / "killed_run.log", "w")
+    (temp / "killed-run-tmp").mkdir()
     proc = subprocess.Popen(
         cmd,
         cwd=workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env=local_env(),
+        env={**local_env(), "TMPDIR": str(temp / "killed-run-tmp")},
     )
     deadline = time.monotonic() + timeout
     try:
@@ -95,7 +98,9 @@ def assert_same_training(a: Path, b: Path) -> None:
 def test_killed_during_extraction(short_run, tmp_path):
     workdir = prepared(tmp_path)
     shards = workdir / "results/data/shards"
-    kill_when(workdir, lambda: shards.is_dir() and any(shards.glob(".shard-*.h5.part")), *DATA)
+    kill_when(
+        workdir, tmp_path, lambda: shards.is_dir() and any(shards.glob(".shard-*.h5.part")), *DATA
+    )
     done = sorted(shards.glob("shard-*.h5"))
     assert len(done) < 4  # the kill came before extraction finished
     rerun(workdir, *DATA)
@@ -122,7 +127,7 @@ def test_killed_during_training(short_run, tmp_path):
         except (OSError, ValueError):
             return False
 
-    kill_when(workdir, one_epoch_saved, *TRAINED)
+    kill_when(workdir, tmp_path, one_epoch_saved, *TRAINED)
     assert not (workdir / "results/final/model.keras").exists()
     rerun(workdir, *TRAINED)
     assert "resuming after epoch" in (workdir / "logs/train/train.log").read_text()
