@@ -3,6 +3,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,11 +167,22 @@ def snakemake(
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
 
 
-def actionrec_in_process(monkeypatch, capsys, *argv, cwd=None) -> subprocess.CompletedProcess:
+class CommandTimedOut(Exception):
+    pass
+
+
+def actionrec_in_process(
+    monkeypatch, capsys, *argv, cwd=None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """``actionrec ARGV`` run in this process, in ``cwd``: its exit status, stdout and
     stderr. It spares the test a process of its own and its import of TensorFlow
-    (6-9 s); tests of the installed entry point, streams and signals start one."""
+    (6-9 s); tests of the installed entry point, live streams and signals start one.
+    As ``timeout -k`` bounds a command in a process of its own, an alarm after
+    ``timeout`` seconds ends one that hangs here, failing the test."""
     from actionrec import __main__ as cli
+
+    def give_up(signum, frame):
+        raise CommandTimedOut(f"actionrec {' '.join(argv)} ran past {timeout} s")
 
     capsys.readouterr()  # what the test printed before is not the command's
     with monkeypatch.context() as patch:
@@ -180,10 +192,15 @@ def actionrec_in_process(monkeypatch, capsys, *argv, cwd=None) -> subprocess.Com
         if cwd is not None:
             patch.chdir(cwd)
         argv = [str(arg) for arg in argv]
+        earlier = signal.signal(signal.SIGALRM, give_up)
+        signal.alarm(timeout)
         try:
             rc = cli.main(argv)
         except SystemExit as end:
             rc = end.code
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, earlier)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(argv, rc, out, err)
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from actionrec.tables import read_tsv
-from conftest import REPO, actionrec_in_process, make_backbone_file
+from conftest import REPO, CommandTimedOut, actionrec_in_process, make_backbone_file
 from test_video import ramp_video
 
 EARLIER = b"an earlier output\n"
@@ -29,6 +29,22 @@ def run(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
     """``actionrec ARGV`` in this process: its exit status, stdout and stderr."""
     out = actionrec_in_process(monkeypatch, capsys, *argv)
     return out.returncode, out.stdout, out.stderr
+
+
+def test_a_command_run_in_the_test_process_that_hangs_is_ended(monkeypatch, capsys):
+    import signal
+    import time
+
+    from actionrec import __main__ as cli
+
+    monkeypatch.setattr(cli, "main", lambda argv: time.sleep(60))
+    handler = signal.getsignal(signal.SIGALRM)
+    started = time.monotonic()
+    with pytest.raises(CommandTimedOut, match="actionrec predict x.avi ran past 1 s"):
+        actionrec_in_process(monkeypatch, capsys, "predict", "x.avi", timeout=1)
+    assert time.monotonic() - started < 30
+    # The alarm is off and the handler before it back.
+    assert signal.getsignal(signal.SIGALRM) is handler and signal.alarm(0) == 0
 
 
 def error_line(err: str) -> str:
