@@ -16,7 +16,13 @@ import pandas as pd
 import pytest
 
 from actionrec.tables import read_tsv
-from conftest import REPO, CommandTimedOut, actionrec_in_process, make_backbone_file
+from conftest import (
+    REPO,
+    CommandTimedOut,
+    actionrec_in_process,
+    collect_if_threads_left,
+    make_backbone_file,
+)
 from test_video import ramp_video
 
 EARLIER = b"an earlier output\n"
@@ -45,6 +51,39 @@ def test_a_command_run_in_the_test_process_that_hangs_is_ended(monkeypatch, caps
     assert time.monotonic() - started < 30
     # The alarm is off and the handler before it back.
     assert signal.getsignal(signal.SIGALRM) is handler and signal.alarm(0) == 0
+
+
+def test_what_a_test_leaves_running_in_a_cycle_is_freed_after_it():
+    import gc
+    import threading
+    import weakref
+
+    class Holder:
+        pass
+
+    def cycle_ending(event: threading.Event) -> None:
+        held = Holder()
+        held.me = held  # freed only by a collection
+        weakref.finalize(held, event.set)
+
+    ended, kept = threading.Event(), threading.Event()
+    gc.disable()  # no collection of Python's own in between
+    try:
+        with collect_if_threads_left():
+            cycle_ending(ended)
+            reader = threading.Thread(target=ended.wait, daemon=True)  # ends with the cycle
+            reader.start()
+        assert ended.is_set()
+        reader.join(10)
+        assert not reader.is_alive()
+        # No thread left: the cycle waits for Python's own collection.
+        with collect_if_threads_left():
+            cycle_ending(kept)
+        assert not kept.is_set()
+    finally:
+        gc.enable()
+    gc.collect()
+    assert kept.is_set()
 
 
 def error_line(err: str) -> str:
