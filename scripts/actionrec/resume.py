@@ -291,43 +291,49 @@ def fit_resumable(
     epoch whose train accuracy falls below it ends the stage (CollapseGuard)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     start_weights = model.get_weights()
-    if read_json_state(stage_dir / "finished.json") is None:
-        _fit_remaining(
-            model,
-            train_stream,
-            val_ds,
-            stage_dir,
-            steps=steps,
+    resume = _resume_point(model, stage_dir, epochs, patience, monitor, baseline)
+    if resume is not None:
+        done, past, stopper = resume
+        # BackupAndRestore sets the epoch a resumed fit starts at on the model,
+        # and Keras never clears it: a later stage's fit of the same model
+        # would start there too, and train no epoch.
+        model._initial_epoch = None
+        stream = train_stream(done)
+        build_for_fit(model, stream.element_spec)
+        model.fit(
+            stream,
+            validation_data=val_ds,
             epochs=epochs,
-            patience=patience,
-            monitor=monitor,
-            seed=seed,
-            baseline=baseline,
-            callbacks=callbacks,
+            steps_per_epoch=steps,
             class_weight=class_weight,
-            collapse_floor=collapse_floor,
+            shuffle=False,  # the stream is shuffled per epoch already
+            verbose=2,
+            callbacks=[
+                *callbacks,
+                EpochSeeds(seed),
+                EpochInfo(),
+                CollapseGuard(collapse_floor),
+                stopper,
+                *_stage_files(stage_dir, monitor, best_value(past, monitor, baseline)),
+            ],
         )
     return _finish_stage(model, stage_dir, monitor, baseline, start_weights)
 
 
-def _fit_remaining(
+def _resume_point(
     model: keras.Model,
-    train_stream: Callable[[int], object],
-    val_ds,
     stage_dir: Path,
-    *,
-    steps: int,
     epochs: int,
     patience: int,
     monitor: str,
-    seed: int,
     baseline: float | None,
-    callbacks: Sequence[keras.callbacks.Callback],
-    class_weight: dict | None,
-    collapse_floor: float | None,
-) -> None:
-    """The epochs an earlier run of the stage left, if early stopping, a
-    diverged loss or a collapse did not end it already."""
+) -> tuple[int, list[dict], ResumedEarlyStopping] | None:
+    """Where the stage's fit starts: the epochs done, their rows and the early
+    stopping that carries on from them; ``None`` when the stage has nothing left
+    (it finished, ran all its epochs, or early stopping, a diverged loss or a
+    collapse ended it already)."""
+    if read_json_state(stage_dir / "finished.json") is not None:
+        return None
     done = epochs_done(stage_dir)
     past = finished_rows(stage_dir, done)
     if past is None:
@@ -339,46 +345,34 @@ def _fit_remaining(
         log.info("resuming after epoch %d of an interrupted run", done)
     collapsed = any(float(r.get("collapsed", 0) or 0) > 0 for r in past)
     if done >= epochs or stopper.would_stop(model) or _diverged(past) or collapsed:
-        return
-    checkpoint = GuardedCheckpoint(
-        stage_dir / "best.weights.h5",
-        monitor=monitor,
-        mode=mode_of(monitor),
-        save_best_only=True,
-        save_weights_only=True,
-        initial_value_threshold=best_value(past, monitor, baseline),
-    )
-    # BackupAndRestore sets the epoch a resumed fit starts at on the model,
-    # and Keras never clears it: a later stage's fit of the same model
-    # would start there too, and train no epoch.
-    model._initial_epoch = None
-    stream = train_stream(done)
-    build_for_fit(model, stream.element_spec)
-    model.fit(
-        stream,
-        validation_data=val_ds,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        class_weight=class_weight,
-        shuffle=False,  # the stream is shuffled per epoch already
-        verbose=2,
-        callbacks=[
-            *callbacks,
-            EpochSeeds(seed),
-            EpochInfo(),
-            CollapseGuard(collapse_floor),
-            stopper,
-            checkpoint,
-            keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.CSVLogger(stage_dir / "history.csv", append=True),
-            # Last, so that it restores weights and optimizer after everything
-            # else has started; double_checkpoint: a backup cut short by a kill
-            # falls back to the one before.
-            keras.callbacks.BackupAndRestore(
-                stage_dir / "backup", double_checkpoint=True, delete_checkpoint=False
-            ),
-        ],
-    )
+        return None
+    return done, past, stopper
+
+
+def _stage_files(
+    stage_dir: Path, monitor: str, best: float | None
+) -> list[keras.callbacks.Callback]:
+    """The callbacks that keep the stage's state in ``stage_dir``: the best
+    epoch's weights (which must beat ``best``), the history, and the backup a
+    killed run resumes from."""
+    return [
+        GuardedCheckpoint(
+            stage_dir / "best.weights.h5",
+            monitor=monitor,
+            mode=mode_of(monitor),
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(stage_dir / "history.csv", append=True),
+        # Last, so that it restores weights and optimizer after everything
+        # else has started; double_checkpoint: a backup cut short by a kill
+        # falls back to the one before.
+        keras.callbacks.BackupAndRestore(
+            stage_dir / "backup", double_checkpoint=True, delete_checkpoint=False
+        ),
+    ]
 
 
 def _finish_stage(
