@@ -115,19 +115,30 @@ class Reader:
         return rc, self.proc.stderr.read()
 
 
+def listening(port: int) -> bool:
+    """Whether a socket on this machine listens on TCP ``port`` (Linux's /proc)."""
+    rows = []
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        rows += table.read_text().splitlines()[1:] if table.exists() else []
+    # Each row: sl, local address:port (hex), remote, state (0A is LISTEN), ...
+    return any(
+        int(row.split()[1].rsplit(":", 1)[1], 16) == port and row.split()[3] == "0A" for row in rows
+    )
+
+
 def send(clip: str, port: int, loops: int) -> subprocess.Popen:
     """ffmpeg playing ``clip`` in a loop, at its own pace, to a TCP listener on
-    127.0.0.1: a live stream. Retries until the listener is up."""
+    127.0.0.1: a live stream. Starts once the listener listens, however long
+    that takes it (a reader imports TensorFlow first)."""
     from actionrec.video import find_ffmpeg
 
+    deadline = time.monotonic() + 120
+    while not listening(port):
+        assert time.monotonic() < deadline, f"nothing listened on port {port} in 120 s"
+        time.sleep(0.05)
     cmd = [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", str(loops)]
     cmd += ["-i", clip, "-c:v", "mpeg4", "-f", "mpegts", f"tcp://127.0.0.1:{port}"]
-    for _ in range(100):
-        sender = subprocess.Popen(cmd, stderr=subprocess.PIPE)
-        time.sleep(0.3)
-        if sender.poll() is None or sender.returncode == 0:
-            return sender
-    raise AssertionError(f"could not connect to the listener on port {port}")
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE)
 
 
 @pytest.fixture(scope="module")
@@ -199,18 +210,21 @@ def test_a_network_read_that_times_out_is_a_drop_not_an_end(tiny_run, known_clip
     names = (tiny_run / "results/data/classes.txt").read_text().split()
     port = free_port()
     result = {}
+    stepped = threading.Event()
 
     def listen():
         source = f"tcp://127.0.0.1:{port}?listen=1"
-        result["table"] = stream.classify_stream(model, source, names, timeout=2)
+        result["table"] = stream.classify_stream(
+            model, source, names, timeout=2, on_step=lambda row: stepped.set()
+        )
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    time.sleep(1)
     sender = send(known_clip[0], port, loops=50)
-    time.sleep(3)
-    os.kill(sender.pid, signal.SIGSTOP)
     try:
+        # The camera freezes once a step is classified, however long the first one takes.
+        assert stepped.wait(timeout=60), "no step was classified in 60 s"
+        os.kill(sender.pid, signal.SIGSTOP)
         listener.join(timeout=60)
     finally:
         os.kill(sender.pid, signal.SIGKILL)
