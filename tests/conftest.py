@@ -97,14 +97,16 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedRuns(config, log)
 
 
-def _threads() -> int:
-    """Threads of this process, TensorFlow's own (which Python does not list) among them."""
-    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0
+def _threads() -> set[str]:
+    """The ids of this process's threads, TensorFlow's own (which Python does not
+    list) among them."""
+    return set(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else set()
 
 
 @contextlib.contextmanager
 def collect_if_threads_left():
-    """A full garbage collection on leaving, if more threads run than on entering.
+    """A full garbage collection on leaving, if a thread runs that did not on
+    entering (threads that ended meanwhile do not hide it).
     Training leaves tf.data iterators in reference cycles, each with its reading
     and autotuning threads. Freed minutes later by a full collection that Python
     starts on its own, such an iterator held that collection, and whichever test
@@ -112,7 +114,7 @@ def collect_if_threads_left():
     thread; freed straight after the test that left it, none took over 1.3 s."""
     before = _threads()
     yield
-    if _threads() > before:
+    if _threads() - before:
         gc.collect()
 
 
