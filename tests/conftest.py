@@ -245,7 +245,7 @@ def tiny_run(tmp_path_factory) -> Path:
     """A copy of the workflow run to the end on tests/tiny.yaml (18 clips)."""
     workdir = copy_workflow(tmp_path_factory.mktemp("wf"))
     shutil.copy(Path(__file__).with_name("tiny.yaml"), workdir / "tiny.yaml")
-    out = snakemake(workdir, "--configfile", "tiny.yaml", timeout=900)
+    out = snakemake(workdir, "--configfile", "tiny.yaml", timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     # What the user saw: for the tests of the console.
     (workdir / "console.txt").write_text(out.stdout + out.stderr)

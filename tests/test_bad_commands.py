@@ -215,7 +215,7 @@ def test_explain_refuses_a_model_this_workflow_did_not_make(files, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
     cmd = [sys.executable, "-m", "actionrec", "explain", str(files["video"])]
     cmd += ["--model", str(files["plain"]), "--out", str(earlier)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     line = error_line(out.stderr)
     assert out.returncode == 2, out.stderr[-2000:]
     assert line == (

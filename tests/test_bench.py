@@ -46,7 +46,7 @@ def test_the_recipe_benchmark_runs_every_stage(tiny_data, tmp_path):
     assert len(accuracies) == 8 and all(0 <= a <= 1 for a in accuracies)
 
 
-def bench(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def bench(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     cmd = ["timeout", "-k", "10", str(timeout), sys.executable, str(REPO / "bench" / script)]
     return subprocess.run([*cmd, *args], capture_output=True, text=True)
 

@@ -17,7 +17,7 @@ NUMBER = r"([0-9]+\.[0-9]+)"
 
 
 def gpu_bench(*args: str) -> subprocess.CompletedProcess:
-    cmd = ["timeout", "-k", "10", "300", sys.executable, str(REPO / "bench" / "gpu.py")]
+    cmd = ["timeout", "-k", "10", "900", sys.executable, str(REPO / "bench" / "gpu.py")]
     return subprocess.run([*cmd, *TINY, *args], capture_output=True, text=True)
 
 

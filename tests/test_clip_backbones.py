@@ -306,7 +306,7 @@ def clip_run(tmp_path_factory) -> Path:
     make_clip_backbone_file(work / "clip.keras")
     make_backbone_file(work / "frame.keras")
     args = ("--configfile", "tiny.yaml", "clip.yaml")
-    out = snakemake(work, "all", "results/export/summary.tsv", *args, timeout=900)
+    out = snakemake(work, "all", "results/export/summary.tsv", *args, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     return work
 

@@ -184,7 +184,7 @@ def cluster_command() -> list[str]:
 def slurm_run(cluster, tmp_path_factory):
     workdir = prepared(tmp_path_factory.mktemp("slurm"), cluster)
     out = subprocess.run(
-        ["timeout", "-k", "10", "900", *cluster_command()],
+        ["timeout", "-k", "10", "1800", *cluster_command()],
         cwd=workdir,
         capture_output=True,
         text=True,
