@@ -92,12 +92,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# A shell hands a command it starts in the background (`nohup ... &`, as CI may
+# run the suite) SIGINT ignored, and Python then never raises KeyboardInterrupt:
+# the reader gets SIGINT's default back, as Ctrl-C in a terminal finds it.
+WITH_CTRL_C = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 class Reader:
     """``actionrec predict --stream`` in the background, its lines timed as they come."""
 
     def __init__(self, workdir: Path, source: str, *args: str):
         model = str(workdir / "results/final/model.keras")
-        cmd = [*actionrec(), "predict", "--stream", source, "--model", model, *args]
+        cmd = [sys.executable, "-c", WITH_CTRL_C, *actionrec(), "predict", "--stream", source]
+        cmd += ["--model", model, *args]
         self.proc = subprocess.Popen(
             cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -180,7 +190,7 @@ def test_a_live_stream_is_classified_line_by_line_while_it_runs(tiny_run, known_
         # The lines came while the stream was still playing, not all at its end.
         assert sender.poll() is None
     finally:
-        sender.send_signal(signal.SIGINT)  # ffmpeg ends the stream as a camera would
+        sender.terminate()  # ffmpeg ends the stream as a camera would
         sender.wait(timeout=60)
     rc, err = reader.finish()
     assert rc == 0, err[-2000:]
