@@ -102,7 +102,7 @@ WITH_CTRL_C = (
 
 
 class Reader:
-    """``actionrec predict --stream`` in the background, its lines timed as they come."""
+    """``actionrec predict --stream`` in the background, its lines kept as they come."""
 
     def __init__(self, workdir: Path, source: str, *args: str):
         model = str(workdir / "results/final/model.keras")
@@ -111,13 +111,13 @@ class Reader:
         self.proc = subprocess.Popen(
             cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        self.lines: list[tuple[float, str]] = []
+        self.lines: list[str] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self):
         for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line))
+            self.lines.append(line)
 
     def wait_for_lines(self, n: int, timeout: float = 300) -> None:
         """Until ``n`` lines came, however slow the machine; fails, naming why,
@@ -139,13 +139,13 @@ class Reader:
 
 def listening(port: int) -> bool:
     """Whether a socket on this machine listens on TCP ``port`` (Linux's /proc)."""
-    rows = []
     for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        rows += table.read_text().splitlines()[1:] if table.exists() else []
-    # Each row: sl, local address:port (hex), remote, state (0A is LISTEN), ...
-    return any(
-        int(row.split()[1].rsplit(":", 1)[1], 16) == port and row.split()[3] == "0A" for row in rows
-    )
+        # Each row: sl, local address:port (hex), remote, state (0A is LISTEN), ...
+        for row in table.read_text().splitlines()[1:] if table.exists() else []:
+            _, local, _, state, *_ = row.split()
+            if int(local.rsplit(":", 1)[1], 16) == port and state == "0A":
+                return True
+    return False
 
 
 def send(clip: str, port: int) -> subprocess.Popen:
@@ -154,9 +154,9 @@ def send(clip: str, port: int) -> subprocess.Popen:
     listens, however long that takes it (a reader imports TensorFlow first)."""
     from actionrec.video import find_ffmpeg
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not listening(port):
-        assert time.monotonic() < deadline, f"nothing listened on port {port} in 120 s"
+        assert time.monotonic() < deadline, f"nothing listened on port {port} in 300 s"
         time.sleep(0.05)
     cmd = [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1"]
     cmd += ["-i", clip, "-c:v", "mpeg4", "-f", "mpegts", f"tcp://127.0.0.1:{port}"]
